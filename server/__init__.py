@@ -1,0 +1,1 @@
+"""Fieldwork server: routed 311 cases in, geolocated field work out."""

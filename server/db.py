@@ -1,0 +1,96 @@
+"""Database engine, sessions and migrations.
+
+SQLite is the embedded default: WAL, a busy timeout, and write transactions opened with
+``BEGIN IMMEDIATE`` so that a transaction that reads and then writes waits for the writer
+lock instead of failing with SQLITE_BUSY. PostgreSQL needs none of that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlmodel import Session
+
+from server.settings import DatabaseSettings
+
+__all__ = ["create_db_engine", "migrate", "read_session", "write_session", "MIGRATIONS_DIR"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_IMMEDIATE = "fieldwork_immediate"
+
+
+def create_db_engine(settings: DatabaseSettings) -> Engine:
+    if not settings.is_sqlite:
+        return create_engine(settings.url, echo=settings.echo, pool_pre_ping=True, pool_size=10)
+    _ensure_sqlite_dir(settings.url)
+    engine = create_engine(
+        settings.url,
+        echo=settings.echo,
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (the pysqlite recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+        immediate = connection.get_execution_options().get(_IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def writer(engine: Engine) -> Engine:
+    """The same pool, with write transactions that take SQLite's writer lock up front."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{_IMMEDIATE: True})
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """A session for a unit of work that writes; commits on success, rolls back on error."""
+    with Session(writer(engine), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (the same migrations on SQLite and PostgreSQL)."""
+    command.upgrade(alembic_config(engine), revision)

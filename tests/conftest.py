@@ -1,0 +1,209 @@
+"""Shared fixtures: real databases (a SQLite file and a PostgreSQL database per module),
+real data from ../shared/data/311, and a real Hypercorn server on loopback.
+
+Every database-backed test runs twice, on SQLite and on PostgreSQL (`db_kind` parameter).
+PostgreSQL is not optional: if it cannot be reached the tests error, they do not skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from server.db import create_db_engine, migrate
+from server.settings import AuthSettings, DatabaseSettings, IntakeSettings, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FIELDWORK_DATA_DIR") or ROOT.parent / "shared" / "data" / "311")
+PG_ADMIN_URL = os.environ.get("FIELDWORK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_SECRET = "test-secret-" + "x" * 40
+TEST_API_KEY = "test-open311-key"
+
+CITY_LAYERS = {
+    # city: (file, layer, name field, code field, time zone)
+    "la": ("la/boundaries/la_city_council_districts_2012.geojson", "council_district", "name", "name",
+           "America/Los_Angeles"),
+    "chicago": ("chicago/boundaries/chi_community_areas.geojson", "community_area", "COMMUNITY",
+                "AREA_NUMBE", "America/Chicago"),
+    "nyc": ("nyc/boundaries/nyc_community_districts_dcp2013.geojson", "community_district", "BoroCD",
+            "BoroCD", "America/New_York"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def create_pg_database() -> str:
+    name = f"fieldwork_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_url(name: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def database_url(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if db_kind == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'fieldwork.db'}"
+        return
+    name = create_pg_database()
+    try:
+        yield pg_url(name)
+    finally:
+        drop_pg_database(name)
+
+
+def make_settings(database_url: str, *, timezone: str = "America/Los_Angeles") -> Settings:
+    return Settings(
+        database=DatabaseSettings(url=database_url),
+        auth=AuthSettings(secret=TEST_SECRET, open311_api_keys=(TEST_API_KEY,)),
+        intake=IntakeSettings(timezone=timezone, jurisdiction_id="test.fieldwork"),
+    )
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture(scope="module")
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = create_db_engine(settings.database)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def load_city_areas(engine: Engine, city: str) -> None:
+    from server.intake.areas import load_areas
+
+    file, layer, name_field, code_field, _ = CITY_LAYERS[city]
+    load_areas(engine, DATA / file, layer=layer, name_field=name_field, code_field=code_field)
+
+
+def city_settings(settings: Settings, city: str) -> Settings:
+    return replace(settings, intake=replace(settings.intake, timezone=CITY_LAYERS[city][4]))
+
+
+class LiveServer:
+    """A real Hypercorn process serving `create_app()` on loopback."""
+
+    def __init__(self, settings: Settings, env_extra: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env_extra = env_extra or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "FIELDWORK_DATABASE_URL": self.settings.database.url,
+                "FIELDWORK_AUTH_SECRET": self.settings.auth.secret,
+                "FIELDWORK_OPEN311_API_KEYS": ",".join(self.settings.auth.open311_api_keys),
+                "FIELDWORK_TIMEZONE": self.settings.intake.timezone,
+                "FIELDWORK_JURISDICTION_ID": self.settings.intake.jurisdiction_id,
+                "FIELDWORK_PUBLIC_URL": self.url,
+            }
+        )
+        env.update(self.env_extra)
+        return env
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}",
+             "--log-level", "WARNING", "server.app:create_app()"],
+            cwd=ROOT, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"server exited: {err[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start in 30 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def live_server(settings: Settings, engine: Engine) -> Iterator[LiveServer]:
+    """A real server on the module's database (migrated already by `engine`)."""
+    server = LiveServer(settings)
+    server.start()
+    yield server
+    server.stop()
+
+
+class FreshDatabase:
+    """A new, migrated database of the given kind, for tests that need one of their own."""
+
+    def __init__(self, db_kind: str, folder: Path) -> None:
+        self.db_kind = db_kind
+        self.folder = folder
+        self.pg_name: str | None = None
+        self.engine: Engine | None = None
+        self.url = ""
+
+    def __enter__(self) -> FreshDatabase:
+        if self.db_kind == "sqlite":
+            self.url = f"sqlite:///{self.folder / f'db-{uuid.uuid4().hex[:8]}.db'}"
+        else:
+            self.pg_name = create_pg_database()
+            self.url = pg_url(self.pg_name)
+        self.engine = create_db_engine(DatabaseSettings(url=self.url))
+        migrate(self.engine)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+        if self.pg_name:
+            drop_pg_database(self.pg_name)
+
+
+@pytest.fixture
+def fresh_db(db_kind: str, tmp_path: Path) -> Iterator[FreshDatabase]:
+    with FreshDatabase(db_kind, tmp_path) as db:
+        yield db
