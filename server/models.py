@@ -209,6 +209,7 @@ class Case(SQLModel, table=True):
     lon: float | None = None
     location_state: str = Field(default="located", max_length=20)  # located | unlocated
     location_problem: str | None = Field(default=None, max_length=200)
+    emergency: bool = False  # flagged here too, so an unlocated emergency still alerts
     district_id: int | None = Field(default=None, foreign_key="district.id")
     reported_district: str | None = Field(default=None, max_length=40)
     requested_at: datetime

@@ -28,6 +28,7 @@ from server.intake.formats import FORMATS, detect_format, read_batches
 from server.intake.formats.common import FieldError, TimeParser, coordinate_pair, projected_pair, slug
 from server.intake.formats.nyc import community_district
 from server.intake.formats.projection import state_plane_to_wgs84
+from server.intake.formats.streams import json_array_items
 from server.intake.records import FormatError, IncomingCase, RejectedRow
 
 
@@ -168,11 +169,14 @@ def test_batches_are_bounded_and_in_order() -> None:
         read_batches(path, tz=ZONES["chicago"], batch_size=0)
 
 
-def test_explicit_format_must_match(tmp_path: Path) -> None:
+def test_explicit_format_must_match() -> None:
+    # Checked when read_batches is called, before any batch is asked for.
     with pytest.raises(FormatError, match="not a recognised nyc export: header has columns 'SRNumber'"):
-        parse(LA_2017, fmt="nyc", tz=ZONES["la"])
+        read_batches(DATA / LA_2017, fmt="nyc", tz=ZONES["la"])
+    with pytest.raises(FormatError, match="not a recognised open311 export: first JSON record has keys 'unique_key'"):
+        read_batches(DATA / NYC_JSON, fmt="open311", tz=ZONES["nyc"])
     with pytest.raises(ValueError, match="unknown format"):
-        parse(LA_2017, fmt="boston", tz=ZONES["la"])
+        read_batches(DATA / LA_2017, fmt="boston", tz=ZONES["la"])
     assert len(parse(LA_2017, fmt="la", tz=ZONES["la"])) == 8071
     assert set(FORMATS) == {"la", "chicago", "nyc", "open311"}
 
@@ -530,6 +534,37 @@ def test_slug_and_district_helpers_never_raise(text: str) -> None:
     code = slug(text)
     assert code == code.strip("-") and "--" not in code and all(c.isascii() and (c.isalnum() or c == "-") for c in code)
     assert community_district(text) is None or community_district(text).isdigit()  # type: ignore[union-attr]
+
+
+class _Trickle(io.StringIO):
+    """A text stream that hands out at most 5 characters per read, so every JSON element
+    and number crosses chunk edges."""
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read(5)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_json_values, max_size=6), st.sampled_from(["", " ", "\n  "]))
+def test_json_array_streaming_matches_json_loads(values: list[object], space: str) -> None:
+    text = space + json.dumps(values, indent=1 if space else None) + space
+    assert list(json_array_items(_Trickle(text))) == json.loads(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=30).map(lambda tail: "[" + tail))
+def test_json_array_streaming_only_raises_decode_errors(text: str) -> None:
+    try:
+        list(json_array_items(_Trickle(text)))
+    except json.JSONDecodeError:
+        pass
 
 
 def test_slug_examples() -> None:

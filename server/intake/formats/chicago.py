@@ -36,7 +36,6 @@ def _graffiti_closed(status: str) -> bool:
 
 
 LIGHTS = Schema(
-    label="Chicago street/alley lights (DSSG)",
     source="chicago",
     id="Service Request No",
     type="Type",
@@ -56,7 +55,6 @@ LIGHTS = Schema(
 )
 
 GRAFFITI = Schema(
-    label="Chicago graffiti removal (portal)",
     source="chicago",
     id="Service Request Number",
     type="Type of Service Request",

@@ -30,7 +30,6 @@ def _is_closed(status: str) -> bool:
 
 
 MYLA311_CAMEL = Schema(
-    label="LA MyLA311 2017-2019",
     source="la",
     id="SRNumber",
     type="RequestType",
@@ -50,7 +49,6 @@ MYLA311_CAMEL = Schema(
 )
 
 MYLA311_LOWER = Schema(
-    label="LA MyLA311 2020 (lower case)",
     source="la",
     id="srnumber",
     type="requesttype",

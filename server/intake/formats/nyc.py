@@ -57,7 +57,6 @@ def _is_closed(status: str) -> bool:
 
 
 PORTAL = Schema(
-    label="NYC 311 portal CSV (Title Case)",
     source="nyc",
     id="Unique Key",
     type="Complaint Type",
@@ -78,7 +77,6 @@ PORTAL = Schema(
 )
 
 SODA_API = Schema(
-    label="NYC 311 SODA API (snake_case)",
     source="nyc",
     id="unique_key",
     type="complaint_type",

@@ -42,10 +42,7 @@ def detect_format(path: str | Path) -> str:
     for name, fmt in FORMATS.items():
         if fmt.matches(head):
             return name
-    if head.kind == "json":
-        shown = ", ".join(repr(k) for k in head.columns[:12])
-        raise FormatError(f"not a recognised 311 export: first JSON record has keys {shown}")
-    raise FormatError(columns_message("311", head.columns))
+    raise FormatError(_not_recognised("311", head))
 
 
 def read_batches(
@@ -55,15 +52,24 @@ def read_batches(
     `IncomingCase` / `RejectedRow`, in file order; `line` is the 1-based record number.
 
     `tz` is the jurisdiction's zone, in which the exports' zone-less local times are read.
-    The format is detected now (so a wrong file fails before the first batch is asked for);
-    a file damaged further on raises FormatError("file is truncated or corrupt after record
-    N: …") mid-iteration, after the batches before it were yielded: the caller decides
-    whether to keep them.
+    The file's head is checked now, against `fmt` or by detection, so a wrong file fails
+    before the first batch is asked for. A file damaged further on raises
+    FormatError("file is truncated or corrupt after record N: …") mid-iteration, after the
+    batches before it were yielded: the caller decides whether to keep them.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    name = detect_format(path) if fmt == "auto" else fmt
-    chosen = FORMATS.get(name)
-    if chosen is None:
+    if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected 'auto' or one of {sorted(FORMATS)}")
+    name = detect_format(path) if fmt == "auto" else fmt
+    chosen = FORMATS[name]
+    if fmt != "auto" and not chosen.matches(head := read_head(path)):
+        raise FormatError(_not_recognised(name, head))
     return chosen.read(path, tz, batch_size)
+
+
+def _not_recognised(kind: str, head: Head) -> str:
+    if head.kind == "json":
+        shown = ", ".join(repr(key) for key in head.columns[:12])
+        return f"not a recognised {kind} export: first JSON record has keys {shown}"
+    return columns_message(kind, head.columns)

@@ -92,7 +92,9 @@ def read_head(path: str | Path) -> Head:
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_UNFINISHED_TAIL = re.compile(r"[0-9.eE+-]*\Z")  # only number characters up to the end of the buffer
 _CHUNK = 1 << 16
+_MAX_RECORD_CHARS = 1 << 24  # one 311 record is a few kB; 16 M characters is a corrupt file
 
 
 def json_array_items(stream: TextIO) -> Iterator[object]:
@@ -106,10 +108,10 @@ def json_array_items(stream: TextIO) -> Iterator[object]:
     pos = 0
     at_eof = False
 
-    def fill(at_least: int = _CHUNK) -> None:
-        # Drop what is consumed and append at least `at_least` more characters.
+    def fill(size: int = _CHUNK) -> None:
+        # Drop what is consumed and append up to `size` more characters.
         nonlocal buffer, pos, at_eof
-        chunk = stream.read(at_least)
+        chunk = stream.read(size)
         if not chunk:
             at_eof = True
         buffer = buffer[pos:] + chunk
@@ -146,10 +148,16 @@ def json_array_items(stream: TextIO) -> Iterator[object]:
                 except json.JSONDecodeError:
                     if at_eof:
                         raise
+                    if len(buffer) - pos > _MAX_RECORD_CHARS:
+                        # Not a record spanning the chunk edge but broken JSON; stop before the
+                        # rest of the file ends up in memory.
+                        raise
                     fill(max(_CHUNK, len(buffer) - pos))  # the element spans the chunk edge: read more
                     continue
-                if end >= len(buffer) and not at_eof:
-                    fill()  # a number at the very end may continue in the next chunk
+                if not at_eof and _UNFINISHED_TAIL.match(buffer, end):
+                    # A number decoded up to the chunk edge ("[100." of "[100.5]") may go on
+                    # in the next chunk; decode it again with more text.
+                    fill()
                     continue
                 break
             pos = end

@@ -51,7 +51,6 @@ class Schema:
     in a header: any other column may be missing (SODA API pulls drop all-null columns)
     and then reads as blank."""
 
-    label: str  # for messages, e.g. "LA MyLA311 2017-2019"
     source: str  # IncomingCase.source
     id: str
     type: str
@@ -211,8 +210,8 @@ class RowMapper:
             x_text, y_text = _cell(row, self.i_x), _cell(row, self.i_y)
             projected = projected_pair(x_text, y_text, schema.x or "", schema.y or "")
             if projected == (0.0, 0.0):
-                # 0/0 is an export's "no geocode" marker; projected it would land in Arkansas
-                # and look real, so pass it on as 0/0 for the pipeline to recognise.
+                # 0/0 is an export's "no geocode" marker. Projected, it would become a real-looking
+                # point in southern Missouri; passed on as 0/0 the pipeline recognises it.
                 point, projected = (0.0, 0.0), None
 
         case = IncomingCase(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 16:24:09.777943
+Create Date: 2026-11-26 16:33:44.494018
 """
 
 from __future__ import annotations
@@ -162,6 +162,7 @@ def upgrade() -> None:
     sa.Column('lon', sa.Float(), nullable=True),
     sa.Column('location_state', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
     sa.Column('location_problem', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
+    sa.Column('emergency', sa.Boolean(), nullable=False),
     sa.Column('district_id', sa.Integer(), nullable=True),
     sa.Column('reported_district', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
     sa.Column('requested_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),

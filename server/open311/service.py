@@ -1,0 +1,890 @@
+"""Open311 GeoReport v2 and mySociety's `servicerequestupdates` as plain service functions.
+
+Handlers (api.py) only parse HTTP; everything here takes the session first and keyword-only
+arguments after it, and raises domain errors (`server.errors`) that the Open311 router
+renders in the spec's error format:
+
+    Forbidden       403  missing or unknown api_key
+    NotFound        404  unknown jurisdiction_id, service_code, request, token
+    InvalidRequest  400  every named problem of one request at once (a ValidationFailed)
+
+What we publish: a request is a `Case` (its id, as a string, is the `service_request_id`);
+its status is its work order's, through `server.status` (`open311` and `extended`). Reporter
+contact details live in `CaseContact`, which this module writes (through the pipeline) and
+never reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+from sqlalchemy import and_, case, or_
+from sqlmodel import Session, col, select
+
+from server.errors import Forbidden, NotFound, ValidationFailed
+from server.intake.pipeline import Pipeline
+from server.intake.records import Contact, IncomingCase
+from server.intake.servicetypes import load_overrides
+from server.models import Case, ServiceType, WorkOrder, WorkOrderEvent, utcnow
+from server.open311.render import (
+    Attribute,
+    AttributeValue,
+    Discovery,
+    Endpoint,
+    RequestCreated,
+    RequestUpdate,
+    Service,
+    ServiceDefinition,
+    ServiceRequest,
+    TokenLookup,
+    format_datetime,
+)
+from server.settings import Settings
+from server.status import STATUSES, info
+
+__all__ = [
+    "BASE_PATH",
+    "DEFAULT_PAGE_SIZE",
+    "DEFAULT_WINDOW",
+    "MAX_PAGE_SIZE",
+    "UPDATES_DEFAULT_WINDOW",
+    "AttributeSpec",
+    "InvalidRequest",
+    "RequestQuery",
+    "UpdateQuery",
+    "attribute_specs",
+    "check_api_key",
+    "check_jurisdiction",
+    "create_request",
+    "discovery",
+    "find_requests",
+    "get_request",
+    "list_services",
+    "lookup_token",
+    "parse_request_query",
+    "parse_update_query",
+    "request_updates",
+    "service_definition",
+]
+
+BASE_PATH = "/open311/v2"
+SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
+CHANGESET = "2026-11-26T00:00:00Z"  # bump when this document or the API changes shape
+
+DEFAULT_WINDOW = timedelta(days=90)  # GET requests without a date filter (spec)
+MAX_SPAN = timedelta(days=90)  # start_date..end_date "may not span more than 90 days" (spec)
+DEFAULT_PAGE_SIZE = 1000  # "first 1000 requests returned" (spec); `page_size` lowers it
+MAX_PAGE_SIZE = 1000
+MAX_IDS = 1000  # service_request_id values in one GET
+UPDATES_DEFAULT_WINDOW = timedelta(hours=24)
+
+DATATYPES = frozenset({"string", "number", "datetime", "text", "singlevaluelist", "multivaluelist"})
+LIST_DATATYPES = frozenset({"singlevaluelist", "multivaluelist"})
+# Where a POST's address_id is kept: attribute codes come only from service definitions,
+# so a client cannot write this key through `attribute[...]`.
+ADDRESS_ID_KEY = "open311:address_id"
+MAX_ATTRIBUTE_VALUES = 100
+MAX_ATTRIBUTE_VALUE_LENGTH = 2000
+
+# Longest accepted value of each POST field (the columns they are stored in).
+FIELD_LIMITS = {
+    "address_string": 300,
+    "address_id": 80,
+    "description": 4000,
+    "media_url": 500,
+    "email": 254,
+    "phone": 40,
+    "first_name": 120,
+    "last_name": 120,
+    "device_id": 120,
+    "account_id": 120,
+}
+
+_STATUS_EVENTS_JOIN = ("created", "merged")  # events that concern one case (data.case_id)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_ZIPCODE = re.compile(r"\b(\d{5})(?:-\d{4})?(?:\s*,?\s*USA?)?\s*$", re.IGNORECASE)
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# A '+' sent unencoded in a query string arrives as a space: "…T00:00:00 08:00".
+_SPACE_OFFSET = re.compile(r"^(.*T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
+_ATTRIBUTE_KEY = re.compile(r"^attribute\[([^\[\]]+)\](\[\])?$")
+
+FormData = Mapping[str, "str | list[str]"]
+
+
+class InvalidRequest(ValidationFailed):
+    """One request with one or more named problems, all reported at once (400)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _quoted(value: str, limit: int = 60) -> str:
+    """A client's value echoed in an error, shortened."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+# -- access -----------------------------------------------------------------------------
+
+
+def check_api_key(api_key: str | None, *, keys: Sequence[str], action: str) -> str:
+    """The caller's key if it is one of ours (compared in constant time), else 403."""
+    if not api_key:
+        raise Forbidden(f"api_key was not provided -- can't proceed with {action}", field="api_key")
+    given = api_key.encode()
+    if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+        raise Forbidden(f"Invalid api_key received -- can't proceed with {action}", field="api_key")
+    return api_key
+
+
+def check_jurisdiction(jurisdiction_id: str | None, *, settings: Settings) -> None:
+    """We serve one jurisdiction: the parameter is optional, but a wrong one is a 404 (spec)."""
+    if jurisdiction_id and jurisdiction_id != settings.intake.jurisdiction_id:
+        raise NotFound(f"jurisdiction_id {_quoted(jurisdiction_id)} not found", field="jurisdiction_id")
+
+
+# -- discovery and services -------------------------------------------------------------
+
+
+def discovery(*, settings: Settings) -> Discovery:
+    url = settings.public_url.rstrip("/") + BASE_PATH
+    return Discovery(
+        changeset=CHANGESET,
+        contact=f"Fieldwork Open311 GeoReport v2 endpoint of {settings.intake.jurisdiction_id}: {url}",
+        key_service=(
+            "Reading needs no key. To submit requests, ask the city's Fieldwork administrator "
+            "for an api_key."
+        ),
+        endpoints=[
+            Endpoint(
+                specification=SPECIFICATION,
+                url=url,
+                changeset=CHANGESET,
+                type="production",
+                formats=["text/xml", "application/json"],
+            )
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeSpec:
+    """One attribute of a service definition, normalised from `ServiceType.attributes`."""
+
+    code: str
+    datatype: str
+    required: bool
+    variable: bool
+    order: int
+    description: str | None
+    datatype_description: str | None
+    values: tuple[tuple[str, str], ...]
+
+    @property
+    def field(self) -> str:
+        return f"attribute[{self.code}]"
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes"}
+    return bool(value)
+
+
+def _list_values(raw: Any) -> tuple[tuple[str, str], ...]:
+    if isinstance(raw, Mapping):
+        return tuple((str(k), str(v)) for k, v in raw.items())
+    pairs: list[tuple[str, str]] = []
+    for entry in raw or ():
+        if isinstance(entry, Mapping) and entry.get("key") is not None:
+            pairs.append((str(entry["key"]), str(entry.get("name") or entry["key"])))
+        elif isinstance(entry, str | int | float):
+            pairs.append((str(entry), str(entry)))
+    return tuple(pairs)
+
+
+def attribute_specs(raw: list[dict[str, Any]] | None) -> list[AttributeSpec]:
+    """Attribute definitions in presentation order; entries without a code are skipped.
+
+    `ServiceType.attributes` holds GeoReport attribute objects (`code`, `datatype`,
+    `required`, `variable`, `order`, `description`, `datatype_description`, `values` as
+    `[{key, name}]`, plain strings or a `{key: name}` map); an unknown datatype is "string".
+    """
+    specs: list[AttributeSpec] = []
+    for index, entry in enumerate(raw or []):
+        if not isinstance(entry, Mapping) or not str(entry.get("code") or "").strip():
+            continue
+        datatype = str(entry.get("datatype") or "string").strip().lower()
+        try:
+            order = int(entry.get("order") or index + 1)
+        except (TypeError, ValueError):
+            order = index + 1
+        specs.append(
+            AttributeSpec(
+                code=str(entry["code"]).strip(),
+                datatype=datatype if datatype in DATATYPES else "string",
+                required=_truthy(entry.get("required", False)),
+                variable=_truthy(entry.get("variable", True)),
+                order=order,
+                description=str(entry.get("description") or entry.get("name") or "") or None,
+                datatype_description=entry.get("datatype_description") or None,
+                values=_list_values(entry.get("values")),
+            )
+        )
+    return sorted(specs, key=lambda s: (s.order, s.code))
+
+
+def _active_type(session: Session, code: str) -> ServiceType:
+    stype = session.get(ServiceType, code)
+    if stype is None or not stype.active:
+        raise NotFound(f"service_code {_quoted(code)} not found", field="service_code")
+    return stype
+
+
+def list_services(session: Session) -> list[Service]:
+    rows = session.exec(
+        select(ServiceType).where(col(ServiceType.active).is_(True)).order_by(ServiceType.name, ServiceType.code)
+    ).all()
+    return [
+        Service(
+            service_code=t.code,
+            service_name=t.name,
+            description=t.description or None,
+            metadata=bool(attribute_specs(t.attributes)),
+            type="realtime",
+            keywords=t.keywords or None,
+            group=t.group or None,
+        )
+        for t in rows
+    ]
+
+
+def service_definition(session: Session, *, service_code: str) -> ServiceDefinition:
+    stype = _active_type(session, service_code)
+    return ServiceDefinition(
+        service_code=stype.code,
+        attributes=[
+            Attribute(
+                variable=s.variable,
+                code=s.code,
+                datatype=s.datatype,
+                required=s.required,
+                datatype_description=s.datatype_description,
+                order=s.order,
+                description=s.description,
+                values=[AttributeValue(key=k, name=n) for k, n in s.values]
+                if s.datatype in LIST_DATATYPES
+                else msgspec.UNSET,
+            )
+            for s in attribute_specs(stype.attributes)
+        ],
+    )
+
+
+# -- parsing helpers --------------------------------------------------------------------
+
+
+def _first(form: FormData, name: str) -> str | None:
+    """A single-valued parameter, trimmed; empty means absent (spec: "Optional Arguments")."""
+    raw = form.get(name)
+    values = raw if isinstance(raw, list) else [raw]
+    return next((v.strip() for v in values if v is not None and v.strip()), None)
+
+
+def parse_datetime(value: str, *, field: str, zone: ZoneInfo, problems: list[str]) -> datetime | None:
+    """A W3C date-time with an offset (or a bare date: local midnight), as aware UTC."""
+    text = value.strip()
+    match = _SPACE_OFFSET.match(text)
+    if match:
+        text = f"{match.group(1)}+{match.group(2)}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        problems.append(f"{field} is not a W3C date-time such as 2010-01-01T00:00:00Z: {_quoted(value)}")
+        return None
+    if parsed.tzinfo is None:
+        if _DATE_ONLY.match(text):
+            return datetime.combine(parsed.date(), time(), tzinfo=zone).astimezone(UTC)
+        problems.append(f"{field} must include a time zone offset (Z or ±hh:mm): {_quoted(value)}")
+        return None
+    return parsed.astimezone(UTC)
+
+
+def _int_param(value: str | None, *, field: str, low: int, high: int | None, problems: list[str]) -> int | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        number = int(value.strip())
+    except ValueError:
+        problems.append(f"{field} must be a whole number: {_quoted(value)}")
+        return None
+    if number < low or (high is not None and number > high):
+        upper = f" and {high}" if high is not None else " or more"
+        problems.append(f"{field} must be {'between ' if high is not None else ''}{low}{upper}: {number}")
+        return None
+    return number
+
+
+def _comma_list(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+# -- POST requests ----------------------------------------------------------------------
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _coordinate(value: str, *, field: str, limit: float, problems: list[str]) -> float | None:
+    number = _number(value)
+    if number is None:
+        problems.append(f"{field} must be a number (WGS84 degrees): {_quoted(value)}")
+        return None
+    if not -limit <= number <= limit:
+        problems.append(f"{field} must be between -{limit:g} and {limit:g}: {number:g}")
+        return None
+    return number
+
+
+def _given_attributes(form: FormData) -> dict[str, list[str]]:
+    """`attribute[code]=v` and `attribute[code][]=v1&attribute[code][]=v2`, blanks dropped."""
+    given: dict[str, list[str]] = {}
+    for key, raw in form.items():
+        match = _ATTRIBUTE_KEY.match(key)
+        if not match:
+            continue
+        values = [v for v in (raw if isinstance(raw, list) else [raw]) if v.strip()]
+        if values:
+            given.setdefault(match.group(1), []).extend(values)
+    return given
+
+
+def _check_attribute(spec: AttributeSpec, values: list[str], problems: list[str]) -> list[str] | None:
+    name = spec.field
+    if len(values) > 1 and spec.datatype != "multivaluelist":
+        problems.append(f"{name} takes one value ({spec.datatype}), got {len(values)}")
+        return None
+    if len(values) > MAX_ATTRIBUTE_VALUES:
+        problems.append(f"{name} has more than {MAX_ATTRIBUTE_VALUES} values")
+        return None
+    if any(len(v) > MAX_ATTRIBUTE_VALUE_LENGTH for v in values):
+        problems.append(f"{name} is longer than {MAX_ATTRIBUTE_VALUE_LENGTH} characters")
+        return None
+    value = values[0]
+    if spec.datatype == "string" and ("\n" in value or "\r" in value):
+        problems.append(f"{name} must be one line of text (datatype string)")
+        return None
+    if spec.datatype == "number":
+        if _number(value) is None:
+            problems.append(f"{name} must be a number: {_quoted(value)}")
+            return None
+        return [value.strip()]
+    if spec.datatype == "datetime":
+        text = value.strip()
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            problems.append(f"{name} must be an ISO 8601 date or date-time: {_quoted(value)}")
+            return None
+        return [text]
+    if spec.datatype in LIST_DATATYPES:
+        keys = [k for k, _ in spec.values]
+        wrong = [v for v in values if v not in keys]
+        if wrong:
+            shown = ", ".join(keys[:12]) + (", …" if len(keys) > 12 else "")
+            problems.append(f"{name}: {_quoted(wrong[0])} is not one of the listed values ({shown})")
+            return None
+        return list(dict.fromkeys(values))  # a repeated choice counts once
+    return values
+
+
+def _validated_attributes(
+    specs: list[AttributeSpec], given: dict[str, list[str]], problems: list[str]
+) -> dict[str, list[str]]:
+    """Answers to the service definition's variable attributes.
+
+    Codes the definition does not name are ignored (not stored): their meaning is unknown and
+    they might carry personal data that must not reach a crew device.
+    """
+    answers: dict[str, list[str]] = {}
+    for spec in specs:
+        if not spec.variable:
+            continue  # shown to the reporter, not asked
+        values = given.get(spec.code, [])
+        if not values:
+            if spec.required:
+                problems.append(f"{spec.field} is required")
+            continue
+        checked = _check_attribute(spec, values, problems)
+        if checked is not None:
+            answers[spec.code] = checked
+    return answers
+
+
+@dataclass(slots=True)
+class _Submission:
+    lat: float | None
+    lon: float | None
+    address: str | None
+    address_id: str | None
+    description: str
+    media_url: str | None
+    account_id: str | None
+    contact: Contact
+    attributes: dict[str, list[str]]
+
+
+def _read_submission(form: FormData, specs: list[AttributeSpec]) -> _Submission:
+    problems: list[str] = []
+    values = {name: _first(form, name) for name in FIELD_LIMITS}
+    has_address = values["address_string"] is not None or values["address_id"] is not None
+    for name, limit in FIELD_LIMITS.items():
+        value = values[name]
+        if value is not None and len(value) > limit:
+            problems.append(f"{name} is longer than {limit} characters ({len(value)})")
+            values[name] = None
+
+    lat = lon = None
+    lat_text, lon_text = _first(form, "lat"), _first(form, "long")
+    if lat_text is not None or lon_text is not None:
+        if lat_text is None:
+            problems.append("lat is required when long is given")
+        elif lon_text is None:
+            problems.append("long is required when lat is given")
+        else:
+            lat = _coordinate(lat_text, field="lat", limit=90, problems=problems)
+            lon = _coordinate(lon_text, field="long", limit=180, problems=problems)
+    elif not has_address:
+        problems.append("location is required: send lat and long, address_string or address_id")
+
+    email = values["email"]
+    if email is not None and not _EMAIL.match(email):
+        problems.append("email is not an email address")
+    media_url = values["media_url"]
+    if media_url is not None and not media_url.lower().startswith(("http://", "https://")):
+        problems.append(f"media_url must be an http or https URL: {_quoted(media_url)}")
+
+    attributes = _validated_attributes(specs, _given_attributes(form), problems)
+    if problems:
+        raise InvalidRequest(problems)
+    return _Submission(
+        lat=lat,
+        lon=lon,
+        address=values["address_string"],
+        address_id=values["address_id"],
+        description=values["description"] or "",
+        media_url=media_url,
+        account_id=values["account_id"],
+        contact=Contact(
+            first_name=values["first_name"],
+            last_name=values["last_name"],
+            email=email,
+            phone=values["phone"],
+            device_id=values["device_id"],
+        ),
+        attributes=attributes,
+    )
+
+
+def _notice(outcome: str, emergency: bool, sla_hours: float) -> str:
+    notices = {
+        "created": f"Thank you. Our target is to act on this within {sla_hours:g} hours.",
+        "merged": "Thank you. This joins an earlier report of the same problem nearby; "
+        "we will tell you when it is fixed.",
+        "unlocated": "Thank you. We could not place this on our map yet; a dispatcher will "
+        "locate it.",
+    }
+    text = notices.get(outcome, "Thank you.")
+    return ("If anyone is in danger, call 911 now. " + text) if emergency else text
+
+
+def create_request(
+    session: Session,
+    *,
+    form: FormData,
+    api_key: str | None,
+    jurisdiction_id: str | None,
+    settings: Settings,
+    now: datetime | None = None,
+) -> RequestCreated:
+    """POST requests: check, then hand one `IncomingCase` to the intake pipeline.
+
+    Order of checks: api_key (403), jurisdiction_id (404), service_code (400 missing, 404
+    unknown), then every field and attribute together (400, each named). Nothing is written
+    unless all pass; the caller's transaction commits the case, contact and work order.
+    """
+    key = check_api_key(_first(form, "api_key") or api_key, keys=settings.auth.open311_api_keys,
+                        action="create_request")
+    check_jurisdiction(_first(form, "jurisdiction_id") or jurisdiction_id, settings=settings)
+    code = _first(form, "service_code")
+    if code is None:
+        raise InvalidRequest(["service_code was not provided"])
+    stype = _active_type(session, code)
+    submission = _read_submission(form, attribute_specs(stype.attributes))
+
+    attributes = dict(submission.attributes)
+    if submission.address_id is not None:
+        attributes[ADDRESS_ID_KEY] = [submission.address_id]
+    incoming = IncomingCase(
+        source="open311",
+        external_id=uuid.uuid4().hex,
+        service_code=stype.code,
+        service_name=stype.name,
+        requested_at=now or utcnow(),
+        lat=submission.lat,
+        lon=submission.lon,
+        description=submission.description,
+        address=submission.address,
+        media_url=submission.media_url,
+        attributes=attributes,
+        contact=None if submission.contact.is_empty() else submission.contact,
+    )
+    pipeline = Pipeline(
+        overrides=load_overrides(settings.intake.service_types_config),
+        tolerance_m=settings.intake.boundary_tolerance_m,
+        bulk=False,
+    )
+    # Which client sent it, without the key itself.
+    actor = "open311:key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    result = pipeline.ingest(session, [incoming], channel="open311", actor=actor, now=incoming.requested_at)
+    outcome = result.outcomes[0]
+    return RequestCreated(
+        service_request_id=str(outcome.case_id),
+        token=outcome.tracking_token or "",
+        service_notice=_notice(outcome.outcome, outcome.emergency, stype.sla_hours),
+        account_id=submission.account_id,
+    )
+
+
+def lookup_token(session: Session, *, token: str) -> TokenLookup:
+    case_id = session.exec(select(Case.id).where(Case.tracking_token == token)).first() if len(token) <= 40 else None
+    if case_id is None:
+        raise NotFound(f"token {_quoted(token)} not found", field="token")
+    return TokenLookup(service_request_id=str(case_id), token=token)
+
+
+# -- GET requests -----------------------------------------------------------------------
+
+
+def _open311_statuses(value: str) -> list[str]:
+    return [s.value for s, i in STATUSES.items() if i.open311 == value]
+
+
+def _status_of(order_status: str | None, case_closed_at: datetime | None) -> str:
+    """A linked case reports its work order's status; an unlinked one (unlocated queue) is
+    open, unless the source itself closed it."""
+    if order_status is not None:
+        return info(order_status).open311
+    return "closed" if case_closed_at is not None else "open"
+
+
+def _status_condition(value: str) -> Any:
+    unlinked = Case.closed_at.is_(None) if value == "open" else Case.closed_at.is_not(None)  # type: ignore[union-attr]
+    return or_(
+        col(WorkOrder.status).in_(_open311_statuses(value)),
+        and_(col(Case.work_order_id).is_(None), unlinked),
+    )
+
+
+def _updated_expression() -> Any:
+    """The later of the case's and its work order's update times (the case's if unlinked)."""
+    return case(
+        (col(WorkOrder.updated_at) > col(Case.updated_at), col(WorkOrder.updated_at)),
+        else_=col(Case.updated_at),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestQuery:
+    ids: tuple[int, ...] | None = None  # given: every other filter is ignored (spec)
+    service_codes: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+    statuses: frozenset[str] = frozenset()
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    page: int = 1
+    page_size: int = DEFAULT_PAGE_SIZE
+
+
+def parse_request_query(
+    *,
+    service_request_id: str | None = None,
+    service_code: str | None = None,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    status: str | None = None,
+    updated_after: str | None = None,
+    updated_before: str | None = None,
+    page: str | None = None,
+    page_size: str | None = None,
+    zone: ZoneInfo,
+    now: datetime | None = None,
+) -> RequestQuery:
+    """Validate GET requests' parameters (all of them, each problem named) into a query.
+
+    Date window on requested_datetime: start_date and end_date together may span at most
+    90 days; one alone extends 90 days from it; with no date filter at all (updated_after
+    and updated_before count as date filters) the last 90 days.
+    """
+    problems: list[str] = []
+    if service_request_id and service_request_id.strip():
+        parts = _comma_list(service_request_id)
+        if len(parts) > MAX_IDS:
+            raise InvalidRequest([f"service_request_id lists more than {MAX_IDS} ids"])
+        # Ids are case numbers: anything else cannot match.
+        return RequestQuery(ids=tuple(int(p) for p in parts if p.isdigit() and len(p) < 19))
+
+    def when(value: str | None, field: str) -> datetime | None:
+        if value is None or not value.strip():
+            return None
+        return parse_datetime(value, field=field, zone=zone, problems=problems)
+
+    start, end = when(start_date, "start_date"), when(end_date, "end_date")
+    after, before = when(updated_after, "updated_after"), when(updated_before, "updated_before")
+    statuses = frozenset(s.lower() for s in _comma_list(status))
+    for wrong in sorted(statuses - {"open", "closed"}):
+        problems.append(f"status must be open or closed (comma separated): {_quoted(wrong)}")
+    number = _int_param(page, field="page", low=1, high=None, problems=problems)
+    size = _int_param(page_size, field="page_size", low=1, high=MAX_PAGE_SIZE, problems=problems)
+    if start and end:
+        if end < start:
+            problems.append("end_date is before start_date")
+        elif end - start > MAX_SPAN:
+            problems.append("start_date and end_date may not span more than 90 days")
+    if problems:
+        raise InvalidRequest(problems)
+    if start and not end:
+        end = start + MAX_SPAN
+    elif end and not start:
+        start = end - MAX_SPAN
+    elif not (start or end or after or before):
+        start = (now or utcnow()) - DEFAULT_WINDOW
+    return RequestQuery(
+        service_codes=tuple(_comma_list(service_code)),
+        start=start,
+        end=end,
+        statuses=statuses if statuses != {"open", "closed"} else frozenset(),
+        updated_after=after,
+        updated_before=before,
+        page=number or 1,
+        page_size=size or DEFAULT_PAGE_SIZE,
+    )
+
+
+def _zipcode(address: str | None) -> str | None:
+    match = _ZIPCODE.search(address or "")
+    return match.group(1) if match else None
+
+
+def _address_id(attributes: dict[str, Any] | None) -> str | None:
+    values = (attributes or {}).get(ADDRESS_ID_KEY)
+    return str(values[0]) if values else None
+
+
+def _request_rows(session: Session, where: Iterable[Any], *, offset: int = 0, limit: int | None = None) -> list[Any]:
+    statement = (
+        select(Case, WorkOrder.status, WorkOrder.resolution, WorkOrder.sla_due_at, WorkOrder.updated_at)
+        .outerjoin(WorkOrder, col(WorkOrder.id) == col(Case.work_order_id))
+        .where(*where)
+        .order_by(col(Case.requested_at).desc(), col(Case.id).desc())
+        .offset(offset)
+    )
+    if limit is not None:
+        statement = statement.limit(limit)
+    return list(session.exec(statement).all())
+
+
+def _to_request(row: Any, zone: ZoneInfo) -> ServiceRequest:
+    c, order_status, order_resolution, sla_due_at, order_updated_at = row
+    status = _status_of(order_status, c.closed_at)
+    located = c.location_state == "located" and c.lat is not None and c.lon is not None
+    updated = max(c.updated_at, order_updated_at) if order_updated_at else c.updated_at
+    notes = order_resolution if order_status is not None else c.resolution
+    return ServiceRequest(
+        service_request_id=str(c.id),
+        status=status,
+        status_notes=notes or None,
+        service_name=c.service_name or None,
+        service_code=c.service_code,
+        description=c.description or None,
+        agency_responsible=c.agency or None,
+        service_notice=None,
+        requested_datetime=format_datetime(c.requested_at, zone) or "",
+        updated_datetime=format_datetime(updated, zone),
+        expected_datetime=format_datetime(sla_due_at, zone) if order_status and status == "open" else None,
+        address=c.address or None,
+        address_id=_address_id(c.attributes),
+        zipcode=_zipcode(c.address),
+        lat=c.lat if located else None,
+        long=c.lon if located else None,
+        media_url=c.media_url or None,
+    )
+
+
+def find_requests(session: Session, *, query: RequestQuery, zone: ZoneInfo) -> list[ServiceRequest]:
+    """GET requests, newest requested first (then highest id)."""
+    if query.ids is not None:
+        if not query.ids:
+            return []
+        rows = _request_rows(session, [col(Case.id).in_(query.ids)])
+        return [_to_request(row, zone) for row in rows]
+    where: list[Any] = []
+    if query.service_codes:
+        where.append(col(Case.service_code).in_(query.service_codes))
+    if query.start is not None:
+        where.append(col(Case.requested_at) >= query.start)
+    if query.end is not None:
+        where.append(col(Case.requested_at) <= query.end)
+    if len(query.statuses) == 1:
+        where.append(_status_condition(next(iter(query.statuses))))
+    if query.updated_after is not None:
+        where.append(_updated_expression() >= query.updated_after)
+    if query.updated_before is not None:
+        where.append(_updated_expression() <= query.updated_before)
+    rows = _request_rows(
+        session, where, offset=(query.page - 1) * query.page_size, limit=query.page_size
+    )
+    return [_to_request(row, zone) for row in rows]
+
+
+def get_request(session: Session, *, service_request_id: str, zone: ZoneInfo) -> list[ServiceRequest]:
+    """GET requests/{id}: an array of one."""
+    ref = service_request_id.strip()
+    rows = _request_rows(session, [col(Case.id) == int(ref)]) if ref.isdigit() and len(ref) < 19 else []
+    if not rows:
+        raise NotFound(f"service_request_id {_quoted(service_request_id)} not found", field="service_request_id")
+    return [_to_request(rows[0], zone)]
+
+
+# -- mySociety servicerequestupdates ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateQuery:
+    start: datetime | None
+    end: datetime | None
+    page: int | None = None
+    page_size: int | None = None
+
+
+def parse_update_query(
+    *,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    page: str | None = None,
+    page_size: str | None = None,
+    zone: ZoneInfo,
+    now: datetime | None = None,
+) -> UpdateQuery:
+    """The window of updates (by when we recorded them): both ends as given; start alone
+    runs to now; end alone, or neither, covers the 24 hours before it (or before now).
+
+    Unpaged by default, so that a poller's window is never cut short; `page`/`page_size`
+    (at most 1000) page it when asked.
+    """
+    problems: list[str] = []
+    start = parse_datetime(start_date, field="start_date", zone=zone, problems=problems) if start_date else None
+    end = parse_datetime(end_date, field="end_date", zone=zone, problems=problems) if end_date else None
+    number = _int_param(page, field="page", low=1, high=None, problems=problems)
+    size = _int_param(page_size, field="page_size", low=1, high=MAX_PAGE_SIZE, problems=problems)
+    if start and end and end < start:
+        problems.append("end_date is before start_date")
+    if problems:
+        raise InvalidRequest(problems)
+    if start is None:
+        start = (end or now or utcnow()) - UPDATES_DEFAULT_WINDOW
+    if number is not None and size is None:
+        size = DEFAULT_PAGE_SIZE
+    return UpdateQuery(start=start, end=end, page=(number or 1) if size else None, page_size=size)
+
+
+def _update_text(kind: str, status: str, data: dict[str, Any] | None) -> str:
+    if kind == "created":
+        return f"Report received ({info(status).label.lower()})"
+    if kind == "merged":
+        return "Linked to an earlier report of the same problem nearby"
+    resolution = (data or {}).get("resolution")
+    label = info(status).label
+    return f"{label}: {resolution}" if resolution else label
+
+
+def request_updates(session: Session, *, query: UpdateQuery, zone: ZoneInfo) -> list[RequestUpdate]:
+    """Status changes of work orders as updates of each linked case, oldest first.
+
+    A `created` or `merged` event concerns the one case it names (`data.case_id`); a status
+    change concerns every case linked to the work order by then. `status` is the mySociety
+    extended status (`fixed`, `action_scheduled`, …) and `external_status_code` our own.
+    """
+    event = WorkOrderEvent
+    concerns_one_case = and_(
+        col(event.kind).in_(_STATUS_EVENTS_JOIN),
+        event.data["case_id"].as_integer() == col(Case.id),  # type: ignore[index]
+    )
+    status_change = and_(
+        col(event.kind).not_in(_STATUS_EVENTS_JOIN),
+        col(event.to_status).is_not(None),
+        or_(col(event.from_status).is_(None), col(event.from_status) != col(event.to_status)),
+        col(Case.received_at) <= col(event.recorded_at),
+    )
+    where = [or_(concerns_one_case, status_change)]
+    if query.start is not None:
+        where.append(col(event.recorded_at) >= query.start)
+    if query.end is not None:
+        where.append(col(event.recorded_at) <= query.end)
+    statement = (
+        select(event.id, event.work_order_id, event.version, event.kind, event.to_status, event.data,
+               event.recorded_at, Case.id)
+        .join(Case, col(Case.work_order_id) == col(event.work_order_id))
+        .where(*where)
+        .order_by(col(event.recorded_at), col(event.id), col(Case.id))
+    )
+    if query.page_size:
+        statement = statement.offset(((query.page or 1) - 1) * query.page_size).limit(query.page_size)
+    rows = session.exec(statement).all()
+
+    # A merge changes no status: it reports the work order's status as of that version.
+    merged_orders = {r[1] for r in rows if r[3] == "merged"}
+    history: dict[int, list[tuple[int, str]]] = {}
+    if merged_orders:
+        for order_id, version, to_status in session.exec(
+            select(event.work_order_id, event.version, event.to_status)
+            .where(col(event.work_order_id).in_(merged_orders), col(event.to_status).is_not(None))
+            .order_by(col(event.version))
+        ).all():
+            history.setdefault(order_id, []).append((version, to_status))
+
+    updates: list[RequestUpdate] = []
+    for event_id, order_id, version, kind, to_status, data, recorded_at, case_id in rows:
+        status = to_status
+        if kind == "merged":
+            earlier = [s for v, s in history.get(order_id, []) if v < version]
+            status = earlier[-1] if earlier else "new"
+        state = info(status)
+        updates.append(
+            RequestUpdate(
+                update_id=f"{event_id}_{case_id}",
+                service_request_id=str(case_id),
+                status=state.extended,
+                description=_update_text(kind, status, data),
+                updated_datetime=format_datetime(recorded_at, zone) or "",
+                media_url="",
+                external_status_code=state.status.value,
+            )
+        )
+    return updates
