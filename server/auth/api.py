@@ -29,8 +29,7 @@ from server.auth.schemas import (
     UserPublic,
 )
 from server.auth.tokens import AuthUser, issue_token
-from server.auth.users import authenticate, create_crew, create_user, list_crews, list_users
-from server.models import Crew, User
+from server.auth.users import authenticate, create_crew, create_user, get_profile, list_crews, list_users
 from server.settings import Settings
 
 __all__ = ["SIGN_IN_RATE_LIMIT", "auth_router"]
@@ -67,9 +66,7 @@ class AuthController(Controller):
 @get("/me", operation_id="getMe", guards=[signed_in], tags=["auth"], sync_to_thread=True)
 def me(request: AuthRequest, db: NamedDependency[Session]) -> MePublic:
     """The signed-in user."""
-    user = db.get(User, current_user(request).id)
-    assert user is not None  # the auth middleware loaded it a moment ago
-    crew = db.get(Crew, user.crew_id) if user.crew_id is not None else None
+    user, crew = get_profile(db, user_id=current_user(request).id)
     return MePublic.model_validate(
         {**UserPublic.of(user).model_dump(), "crew_name": crew.name if crew else None}
     )

@@ -31,6 +31,7 @@ __all__ = [
     "authenticate",
     "create_crew",
     "create_user",
+    "get_profile",
     "list_crews",
     "list_users",
     "normalize_username",
@@ -132,6 +133,15 @@ def create_crew(
     return crew
 
 
+def get_profile(session: Session, *, user_id: int) -> tuple[User, Crew | None]:
+    """An active user and its crew; NotAuthenticated if the account is gone or disabled."""
+    user = session.get(User, user_id)
+    if user is None or not user.active:
+        raise NotAuthenticated("this account no longer exists or is disabled")
+    crew = session.get(Crew, user.crew_id) if user.crew_id is not None else None
+    return user, crew
+
+
 def list_users(session: Session) -> list[User]:
     return list(session.exec(select(User).order_by(User.username)).all())
 
@@ -168,12 +178,12 @@ def authenticate(
 
     _refuse_if_limited(session, key=key, now=now, window=window, limit=limit, own_attempt=False)
     attempt_id = _record_attempt(engine, key=key, now=now, window=window)
-    with read_session(engine) as fresh:  # a new snapshot: sees attempts made in parallel
-        try:
+    try:
+        with read_session(engine) as fresh:  # a new snapshot: sees attempts made in parallel
             _refuse_if_limited(fresh, key=key, now=now, window=window, limit=limit, own_attempt=True)
-        except TooManyAttempts:
-            _forget_attempt(engine, attempt_id)
-            raise
+    except TooManyAttempts:
+        _forget_attempt(engine, attempt_id)
+        raise
 
     user = session.exec(select(User).where(User.username == key)).first()
     if user is None or not user.active:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +33,7 @@ from server.settings import IntakeSettings
 __all__ = ["ImportSummary", "count_records", "import_file"]
 
 Progress = Callable[[int], None]
+_Item = IncomingCase | RejectedRow
 
 
 @dataclass(slots=True)
@@ -134,7 +137,8 @@ def import_file(
     started = time.perf_counter()
     try:
         with write_session(engine) as session:
-            for batch in read_batches(path, fmt=fmt, tz=settings.zone, batch_size=batch_size):
+            batches = read_batches(path, fmt=fmt, tz=settings.zone, batch_size=batch_size)
+            for batch in prefetch(batches):
                 cases: list[IncomingCase] = []
                 for item in batch:
                     if isinstance(item, RejectedRow):
@@ -161,6 +165,46 @@ def import_file(
     rejects.close()
     summary.rejects_file = str(rejects_path) if rejects._writer is not None else None
     return summary
+
+
+def prefetch(batches: Iterator[list[_Item]], depth: int = 2) -> Iterator[list[_Item]]:
+    """Parse the next batches in a thread while this one is written.
+
+    SQLite and the PostgreSQL driver release the GIL while they work, so parsing and writing
+    overlap on a second core; `depth` bounds the batches held, so memory stays flat.
+    """
+    done = object()
+    slots: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(exc)
+
+    worker = threading.Thread(target=produce, name="import-parser", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 def _start_run(engine: Engine, file_name: str, fmt: str) -> int:

@@ -13,15 +13,14 @@ __all__ = ["format_number", "parse_number"]
 _PATTERN = re.compile(r"^\s*(?:WO)?[-\s]*(\d{1,12})[-\s]*(\d)\s*$", re.IGNORECASE)
 
 
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # the Luhn doubling of each digit, digits summed
+
+
 def _luhn_digit(digits: str) -> int:
     total = 0
     for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2 == 0:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
+        value = ord(char) - 48
+        total += _DOUBLED[value] if position % 2 == 0 else value
     return (10 - total % 10) % 10
 
 

@@ -156,9 +156,7 @@ class Pipeline:
     def reference(self, session: Session) -> ReferenceData:
         if self._ref is None:
             districts = self._districts or load_district_index(session, tolerance_m=self.tolerance_m)
-            types = {
-                t.code: t.model_dump() for t in session.exec(select(ServiceType)).all()
-            }
+            types = _service_types(session)
             routing = {
                 (r.district_id, r.service_code): r.crew_id
                 for r in session.exec(select(RoutingRule)).all()
@@ -181,8 +179,7 @@ class Pipeline:
             rows = [v for k, v in new.items() if k not in present]
             if rows:
                 _bulk_insert(session, ServiceType, rows)
-            for row in session.exec(select(ServiceType).where(ServiceType.code.in_(list(new)))).all():
-                ref.service_types[row.code] = row.model_dump()
+            ref.service_types.update(_service_types(session, codes=list(new)))
 
     # -- the steps ----------------------------------------------------------------------
 
@@ -607,6 +604,13 @@ def _write_merges(session: Session, orders: list[_OpenOrder], now: datetime) -> 
             for o in orders
         ],
     )
+
+
+def _service_types(session: Session, codes: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Service types as plain dicts (a Core read: ORM objects cost more than the rows)."""
+    table = ServiceType.__table__  # type: ignore[attr-defined]
+    query = table.select() if codes is None else table.select().where(table.c.code.in_(codes))
+    return {row["code"]: dict(row) for row in session.connection().execute(query).mappings()}
 
 
 def _bulk_insert(session: Session, model: type, rows: list[dict[str, Any]]) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post, route
-from litestar.handlers import HTTPRouteHandler
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter, URLEncodedBody
 from sqlmodel import Session
 
@@ -59,7 +59,7 @@ def _both(path: str) -> list[str]:
 
 
 def both_formats(
-    route: Callable[..., HTTPRouteHandler], path: str, *, operation_id: str, **options: Any
+    decorator: Callable[..., HTTPRouteHandler], path: str, *, operation_id: str, **options: Any
 ) -> Callable[[Callable[..., Any]], tuple[HTTPRouteHandler, ...]]:
     """One route handler per format (`/services.json`, `/services.xml`) over one function.
 
@@ -69,13 +69,19 @@ def both_formats(
 
     def decorate(fn: Callable[..., Any]) -> tuple[HTTPRouteHandler, ...]:
         return tuple(
-            route(f"{path}.{fmt}", operation_id=f"{operation_id}_{fmt}", **options)(fn) for fmt in Format
+            decorator(f"{path}.{fmt}", operation_id=f"{operation_id}_{fmt}", **options)(fn) for fmt in Format
         )
 
     return decorate
 
 
 JurisdictionId = Annotated[str | None, QueryParameter(description="optional: this endpoint serves one jurisdiction")]
+# "can be declared multiple times, comma delimited" (spec): status=open&status=closed
+Repeatable = Annotated[list[str] | None, QueryParameter(description="comma separated, or repeated")]
+
+
+def _joined(values: list[str] | None) -> str | None:
+    return ",".join(values) if values else None
 
 
 # -- handlers ---------------------------------------------------------------------------
@@ -159,11 +165,11 @@ def get_requests(
     db: NamedDependency[Session],
     settings: NamedDependency[Settings],
     jurisdiction_id: JurisdictionId = None,
-    service_request_id: FromQuery[str | None] = None,
-    service_code: FromQuery[str | None] = None,
+    service_request_id: Repeatable = None,
+    service_code: Repeatable = None,
     start_date: FromQuery[str | None] = None,
     end_date: FromQuery[str | None] = None,
-    status: FromQuery[str | None] = None,
+    status: Repeatable = None,
     updated_after: FromQuery[str | None] = None,
     updated_before: FromQuery[str | None] = None,
     page: FromQuery[str | None] = None,
@@ -172,11 +178,11 @@ def get_requests(
     """Service requests, newest first; spec filters plus page/page_size and updated_after/before."""
     service.check_jurisdiction(jurisdiction_id, settings=settings)
     query = service.parse_request_query(
-        service_request_id=service_request_id,
-        service_code=service_code,
+        service_request_id=_joined(service_request_id),
+        service_code=_joined(service_code),
         start_date=start_date,
         end_date=end_date,
-        status=status,
+        status=_joined(status),
         updated_after=updated_after,
         updated_before=updated_before,
         page=page,

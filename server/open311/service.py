@@ -117,6 +117,9 @@ _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # A '+' sent unencoded in a query string arrives as a space: "…T00:00:00 08:00".
 _SPACE_OFFSET = re.compile(r"^(.*T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
 _ATTRIBUTE_KEY = re.compile(r"^attribute\[([^\[\]]+)\](\[\])?$")
+# Control characters other than tab and line breaks: no place in a report (and PostgreSQL
+# refuses NUL in text).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 FormData = Mapping[str, "str | list[str]"]
 
@@ -294,11 +297,15 @@ def service_definition(session: Session, *, service_code: str) -> ServiceDefinit
 # -- parsing helpers --------------------------------------------------------------------
 
 
+def _clean(value: str) -> str:
+    return _CONTROL.sub("", value).strip()
+
+
 def _first(form: FormData, name: str) -> str | None:
-    """A single-valued parameter, trimmed; empty means absent (spec: "Optional Arguments")."""
+    """A single-valued parameter, cleaned; empty means absent (spec: "Optional Arguments")."""
     raw = form.get(name)
     values = raw if isinstance(raw, list) else [raw]
-    return next((v.strip() for v in values if v is not None and v.strip()), None)
+    return next((_clean(v) for v in values if v is not None and _clean(v)), None)
 
 
 def parse_datetime(value: str, *, field: str, zone: ZoneInfo, problems: list[str]) -> datetime | None:
@@ -368,7 +375,7 @@ def _given_attributes(form: FormData) -> dict[str, list[str]]:
         match = _ATTRIBUTE_KEY.match(key)
         if not match:
             continue
-        values = [v for v in (raw if isinstance(raw, list) else [raw]) if v.strip()]
+        values = [_clean(v) for v in (raw if isinstance(raw, list) else [raw]) if _clean(v)]
         if values:
             given.setdefault(match.group(1), []).extend(values)
     return given
@@ -572,7 +579,9 @@ def create_request(
 
 
 def lookup_token(session: Session, *, token: str) -> TokenLookup:
-    case_id = session.exec(select(Case.id).where(Case.tracking_token == token)).first() if len(token) <= 40 else None
+    case_id = None
+    if len(token) <= 40:
+        case_id = session.exec(select(Case.id).where(Case.tracking_token == token)).first()
     if case_id is None:
         raise NotFound(f"token {_quoted(token)} not found", field="token")
     return TokenLookup(service_request_id=str(case_id), token=token)
@@ -594,7 +603,7 @@ def _status_of(order_status: str | None, case_closed_at: datetime | None) -> str
 
 
 def _status_condition(value: str) -> Any:
-    unlinked = Case.closed_at.is_(None) if value == "open" else Case.closed_at.is_not(None)  # type: ignore[union-attr]
+    unlinked = col(Case.closed_at).is_(None) if value == "open" else col(Case.closed_at).is_not(None)
     return or_(
         col(WorkOrder.status).in_(_open311_statuses(value)),
         and_(col(Case.work_order_id).is_(None), unlinked),

@@ -24,7 +24,7 @@ from server.db import write_session
 from server.models import Case, User
 from server.settings import Settings
 from server.workorders import workorders_router
-from tests.api.conftest import PASSWORDS, ROLES, USERNAMES, Api, Seed
+from tests.api.support import PASSWORDS, ROLES, USERNAMES, Api, Seed
 
 SIGNED_IN = {"anonymous": 401, "admin": 200, "dispatcher": 200, "crew_a": 200, "crew_b": 200}
 DISPATCH = {**SIGNED_IN, "crew_a": 403, "crew_b": 403}

@@ -7,6 +7,8 @@ its newest record about now, service definitions on two types, and one retired t
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from jsonschema import Draft202012Validator
@@ -28,8 +31,7 @@ from server.models import Case, ServiceType, WorkOrder
 from tests.conftest import DATA, load_city_areas
 
 LA_FILE = DATA / "la/records/la_myla311_2020-01-01_2020-01-03.csv.gz"
-# The export's last day ends at 2020-01-04 00:00 Los Angeles time.
-LA_FILE_END = datetime(2020, 1, 4, 8, 0, tzinfo=UTC)
+LA_ZONE = ZoneInfo("America/Los_Angeles")
 SCHEMA_DIR = DATA.parent / "open311-schemas"
 XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>'
 W3C_WITH_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")
@@ -69,9 +71,16 @@ class Seed:
     touched_at: datetime
 
 
+def newest_record(path: Path = LA_FILE) -> datetime:
+    """The latest `createddate` of the export (wall-clock Los Angeles time), as UTC."""
+    with gzip.open(path, "rt", newline="", encoding="utf-8") as fh:
+        newest = max(row["createddate"] for row in csv.DictReader(fh))
+    return datetime.strptime(newest, "%Y-%m-%d %H:%M:%S").replace(tzinfo=LA_ZONE).astimezone(UTC)
+
+
 def seed_database(engine: Engine, settings: Any, rejects_dir: Path, *, move_and_touch: bool = True) -> Seed:
     load_city_areas(engine, "la")
-    shift = datetime.now(UTC) - LA_FILE_END
+    shift = datetime.now(UTC) - newest_record()  # the newest report becomes about now
     summary = import_file(engine, LA_FILE, settings=settings.intake, time_shift=shift, rejects_dir=rejects_dir)
     assert summary.adds_up and summary.created > 7000, summary.lines()
 
