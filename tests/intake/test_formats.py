@@ -147,6 +147,19 @@ def test_documented_closed_before_created_rows_are_rejected() -> None:
     assert first.raw["Unique Key"] == "56923577"
 
 
+def test_close_recorded_as_a_bare_date_on_the_same_day_is_kept() -> None:
+    """LA closes some requests with a date only (local midnight) on the day they came in."""
+    items = parse("la/records/la_myla311_2017-12-27_2017-12-31.csv.gz")
+    case = next(i for i in items if isinstance(i, IncomingCase) and i.external_id == "1-870332239")
+    assert case.closed_at == case.requested_at  # 'ClosedDate' 12/30/2017 12:00:00 AM, created 05:16:06 PM
+    la_rejects = [
+        r for f in ("2017-12-27_2017-12-31", "2018-01-01_2018-01-04", "2018-12-27_2018-12-31")
+        for r in rejects(parse(f"la/records/la_myla311_{f}.csv.gz"))
+    ]
+    # What is left is a close dated before the request's day (e.g. a year typed wrong).
+    assert 0 < len(la_rejects) <= 5, [r.reason for r in la_rejects]
+
+
 def test_detect_format_ignores_the_file_name(tmp_path: Path) -> None:
     plain = tmp_path / "looks_compressed.csv.gz"
     plain.write_bytes(gzip.decompress((DATA / CHI_ALLEY).read_bytes()))

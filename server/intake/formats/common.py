@@ -68,6 +68,10 @@ class TimeParser:
         self._tz = tz
         self._memo: dict[str, datetime] = {}
 
+    @property
+    def tz(self) -> tzinfo:
+        return self._tz
+
     def to_utc(self, text: str, column: str) -> datetime:
         """Parse `text` (already stripped) from `column`; FieldError names the column."""
         found = self._memo.get(text)

@@ -16,6 +16,7 @@ import csv
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, time, tzinfo
 from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
@@ -127,6 +128,11 @@ def _position(positions: dict[str, int], column: str | None) -> int | None:
     return None if column is None else positions.get(column)
 
 
+def _date_only_same_day(closed_at: datetime, requested_at: datetime, tz: tzinfo) -> bool:
+    local_close = closed_at.astimezone(tz)
+    return local_close.time() == time(0, 0) and local_close.date() == requested_at.astimezone(tz).date()
+
+
 def _cell(row: Sequence[str], index: int | None) -> str:
     return row[index].strip() if index is not None else ""
 
@@ -196,6 +202,10 @@ class RowMapper:
             for column, text in ((schema.closed, closed_text), (schema.updated, _cell(row, self.i_updated))):
                 if column is not None and text:
                     closed_at = self.times.to_utc(text, column)
+                    if closed_at < requested_at and _date_only_same_day(closed_at, requested_at, self.times.tz):
+                        # LA records some closes as a bare date (local midnight) on the day the
+                        # request came in: closed that day, so not before it was opened.
+                        closed_at = requested_at
                     if closed_at < requested_at:
                         raise FieldError(
                             f"closed date before created date ({column!r} {text!r} < {schema.created!r} {created_text!r})"
