@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import swagger_ui_bundle
 import xstatic.pkg.leaflet as xstatic_leaflet
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -85,8 +86,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/vendor/leaflet", directories=[Path(xstatic_leaflet.BASE_DIR)], name="leaflet",
         include_in_schema=False,
     )
+    # API docs work on a network with no CDN: Swagger UI is served from its pip package.
+    swagger = create_static_files_router(
+        path="/vendor/swagger-ui", directories=[Path(swagger_ui_bundle.swagger_ui_path)], name="swagger-ui",
+        include_in_schema=False,
+    )
     return Litestar(
-        route_handlers=[health, auth_router, workorders_router, open311_router, leaflet, pwa],
+        route_handlers=[health, auth_router, workorders_router, open311_router, leaflet, swagger, pwa],
         dependencies={
             "db": Provide(provide_db, sync_to_thread=False),
             "db_write": Provide(provide_db_write, sync_to_thread=False),
@@ -99,7 +105,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="Fieldwork",
             version="0.1.0",
             path="/api/docs",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+                    css_url="/vendor/swagger-ui/swagger-ui.css",
+                    standalone_preset_js_url="/vendor/swagger-ui/swagger-ui-standalone-preset.js",
+                    path="/",
+                )
+            ],
         ),
         state=State({"settings": settings}),
         logging_config=LoggingConfig(

@@ -207,3 +207,21 @@ class FreshDatabase:
 def fresh_db(db_kind: str, tmp_path: Path) -> Iterator[FreshDatabase]:
     with FreshDatabase(db_kind, tmp_path) as db:
         yield db
+
+
+CHROMIUM = os.environ.get("FIELDWORK_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright (Playwright cannot download browsers here)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -52,7 +52,6 @@ class AuthController(Controller):
         sync_to_thread=True,
         middleware=[SIGN_IN_RATE_LIMIT.middleware],
         exclude_from_auth=True,
-        security=[],
     )
     def sign_in(
         self, data: JSONBody[SignIn], db: NamedDependency[Session], settings: NamedDependency[Settings]
