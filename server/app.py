@@ -94,8 +94,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[health, auth_router, workorders_router, open311_router, leaflet, swagger, pwa],
         dependencies={
-            "db": Provide(provide_db, sync_to_thread=False),
-            "db_write": Provide(provide_db_write, sync_to_thread=False),
+            "db": Provide(provide_db),
+            "db_write": Provide(provide_db_write),
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         lifespan=[_lifespan(settings)],
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=LoggingConfig(
             root={"level": "INFO", "handlers": ["queue_listener"]},
             log_exceptions="always",
-            disable_stack_trace={400, 401, 403, 404, 409, 413, 422, 429},
+            disable_stack_trace={400, 401, 403, 404, 405, 409, 413, 422, 429},
         ),
         debug=settings.debug,
     )

@@ -172,7 +172,10 @@ class WorkOrderEvent(SQLModel, table=True):
     """Append-only history of a work order: every change, with who, when and how."""
 
     __tablename__ = "work_order_event"
-    __table_args__ = (Index("ix_event_work_order", "work_order_id", "id"),)
+    __table_args__ = (
+        Index("ix_event_work_order", "work_order_id", "id"),
+        Index("ix_event_recorded", "recorded_at", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     uid: str = Field(max_length=64, unique=True)  # client-generated where the client creates it

@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 DEFAULT_DB_PATH = Path("var") / "fieldwork.db"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     push: PushSettings = field(default_factory=PushSettings)
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str = DEFAULT_PUBLIC_URL
     debug: bool = False
 
 
@@ -88,7 +89,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     get = env.get
     database = DatabaseSettings(
-        url=get("FIELDWORK_DATABASE_URL") or DatabaseSettings.url,
+        url=get("FIELDWORK_DATABASE_URL") or DatabaseSettings().url,
         echo=_bool(get("FIELDWORK_DATABASE_ECHO"), False),
         migrate_on_start=_bool(get("FIELDWORK_MIGRATE_ON_START"), True),
     )
@@ -102,20 +103,20 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         auth_kwargs["open311_api_keys"] = keys
     config = get("FIELDWORK_SERVICE_TYPES")
     intake = IntakeSettings(
-        timezone=get("FIELDWORK_TIMEZONE") or IntakeSettings.timezone,
-        jurisdiction_id=get("FIELDWORK_JURISDICTION_ID") or IntakeSettings.jurisdiction_id,
+        timezone=get("FIELDWORK_TIMEZONE") or IntakeSettings().timezone,
+        jurisdiction_id=get("FIELDWORK_JURISDICTION_ID") or IntakeSettings().jurisdiction_id,
         service_types_config=Path(config) if config else None,
     )
     push = PushSettings(
         vapid_private_key=get("FIELDWORK_VAPID_PRIVATE_KEY") or None,
-        vapid_subject=get("FIELDWORK_VAPID_SUBJECT") or PushSettings.vapid_subject,
+        vapid_subject=get("FIELDWORK_VAPID_SUBJECT") or PushSettings().vapid_subject,
     )
     return Settings(
         database=database,
         auth=AuthSettings(**auth_kwargs),  # type: ignore[arg-type]
         intake=intake,
         push=push,
-        public_url=get("FIELDWORK_PUBLIC_URL") or Settings.public_url,
+        public_url=get("FIELDWORK_PUBLIC_URL") or DEFAULT_PUBLIC_URL,
         debug=_bool(get("FIELDWORK_DEBUG"), False),
     )
 

@@ -93,9 +93,14 @@ _RULES: tuple[_Rule, ...] = (
 _FALLBACK = _Rule((), "Other", 3, 120, 25, 72)
 
 
+def _mentions(name: str, word: str) -> bool:
+    # Whole words only: "tree" must not match "streetlight".
+    return re.search(rf"\b{re.escape(word)}", name) is not None
+
+
 def service_type_defaults(code: str, name: str) -> dict[str, Any]:
     lowered = name.lower()
-    rule = next((r for r in _RULES if any(w in lowered for w in r.words)), _FALLBACK)
+    rule = next((r for r in _RULES if any(_mentions(lowered, w) for w in r.words)), _FALLBACK)
     return {
         "code": code,
         "name": name,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 16:33:44.494018
+Create Date: 2026-11-26 16:49:21.398139
 """
 
 from __future__ import annotations
@@ -211,6 +211,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('uid')
     )
     with op.batch_alter_table('work_order_event', schema=None) as batch_op:
+        batch_op.create_index('ix_event_recorded', ['recorded_at', 'id'], unique=False)
         batch_op.create_index('ix_event_work_order', ['work_order_id', 'id'], unique=False)
 
     op.create_table('case_contact',
@@ -231,6 +232,7 @@ def downgrade() -> None:
     op.drop_table('case_contact')
     with op.batch_alter_table('work_order_event', schema=None) as batch_op:
         batch_op.drop_index('ix_event_work_order')
+        batch_op.drop_index('ix_event_recorded')
 
     op.drop_table('work_order_event')
     with op.batch_alter_table('case_record', schema=None) as batch_op:

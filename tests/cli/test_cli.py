@@ -1,0 +1,73 @@
+"""The `fieldwork` command, run as a user runs it (a subprocess), on real data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from server.db import create_db_engine
+from server.models import Case, District, RoutingRule, User
+from server.settings import DatabaseSettings
+from tests.conftest import DATA, ROOT
+
+
+def fieldwork(*args: str, db_url: str, stdin: str | None = None, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, FIELDWORK_DATABASE_URL=db_url, FIELDWORK_TIMEZONE="America/New_York", COLUMNS="200",
+               PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", *args], input=stdin, capture_output=True, text=True,
+        env=env, cwd=cwd, timeout=300,
+    )
+    # The terminal output wraps long lines; compare words, not line breaks.
+    result.stderr = " ".join(result.stderr.split())
+    return result
+
+
+def test_areas_import_users_and_routing_from_the_command_line(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url = fresh_db.url
+    loaded = fieldwork("areas", "load", str(DATA / "nyc/boundaries/nyc_community_districts_dcp2013.geojson"),
+                       "--layer", "community_district", "--name-field", "BoroCD", db_url=url, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "71 added" in loaded.stderr
+
+    bad = fieldwork("areas", "load", str(DATA / "nyc/boundaries/nyc_boroughs_simplified.geojson"),
+                    "--layer", "x", "--name-field", "nope", db_url=url, cwd=tmp_path)
+    assert bad.returncode == 2 and "no property 'nope'" in bad.stderr
+
+    source = DATA / "nyc/records/nyc_311_2023-03-31__jun-yan_test_sample2.csv.gz"
+    first = fieldwork("import", str(source), "--rejects-dir", str(tmp_path / "rejects"), db_url=url, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "89 rows read" in first.stderr and "adds up" in first.stderr and "rejected 5" in first.stderr
+    assert list((tmp_path / "rejects").glob("*.rejects.csv"))
+    again = fieldwork("import", str(source), "--rejects-dir", str(tmp_path / "rejects"), db_url=url, cwd=tmp_path)
+    assert "created 0" in again.stderr and "already present 84" in again.stderr
+
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(source.read_bytes()[:300])
+    failed = fieldwork("import", str(broken), db_url=url, cwd=tmp_path)
+    assert failed.returncode == 1 and "nothing was imported" in failed.stderr
+
+    crew = fieldwork("crews", "add", "Bronx North", db_url=url, cwd=tmp_path)
+    assert crew.returncode == 0, crew.stderr
+    rule = fieldwork("routing", "add", "--crew", "Bronx North", "--district", "203", db_url=url, cwd=tmp_path)
+    assert rule.returncode == 0, rule.stderr
+    user = fieldwork("users", "add", "maria", "--role", "crew", "--crew", "Bronx North", "--password-stdin",
+                     db_url=url, stdin="a-long-enough-password\n", cwd=tmp_path)
+    assert user.returncode == 0, user.stderr
+    weak = fieldwork("users", "add", "bob", "--role", "dispatcher", "--password-stdin",
+                     db_url=url, stdin="short\n", cwd=tmp_path)
+    assert weak.returncode == 2 and "password" in weak.stderr
+
+    engine = create_db_engine(DatabaseSettings(url=url))
+    with Session(engine) as session:
+        assert session.exec(select(func.count()).select_from(District)).one() == 71
+        assert session.exec(select(func.count()).select_from(Case)).one() == 84
+        assert session.exec(select(func.count()).select_from(RoutingRule)).one() == 1
+        maria = session.exec(select(User).where(User.username == "maria")).one()
+        assert maria.role == "crew" and maria.password_hash.startswith("$argon2id$")
+    engine.dispose()
