@@ -20,6 +20,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from server.auth import auth_router, build_auth
+from server.crewsync.api import build_engine, sync_router
+from server.crewsync.events import EventHub
+from server.dispatch import dispatch_router
 from server.db import create_db_engine, migrate, writer
 from server.errors import domain_exception_handlers
 from server.open311 import open311_router
@@ -39,9 +42,11 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
         if settings.database.migrate_on_start:
             migrate(engine)
         app.state.engine = engine
+        app.state.event_hub = EventHub(engine)
         try:
             yield
         finally:
+            await app.state.event_hub.close()
             engine.dispose()
 
     return lifespan
@@ -92,7 +97,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         include_in_schema=False,
     )
     return Litestar(
-        route_handlers=[health, auth_router, workorders_router, open311_router, leaflet, swagger, pwa],
+        route_handlers=[
+            health, auth_router, workorders_router, dispatch_router, open311_router, sync_router,
+            leaflet, swagger, pwa,
+        ],
         dependencies={
             "db": Provide(provide_db),
             "db_write": Provide(provide_db_write),
@@ -114,7 +122,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 )
             ],
         ),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "sync_engine": build_engine()}),
         logging_config=LoggingConfig(
             root={"level": "INFO", "handlers": ["queue_listener"]},
             log_exceptions="always",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import secrets
 import signal
@@ -213,7 +214,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     engine.dispose()
     console.print(
-        f"Times shifted by {shift.days:,} days so that the newest record is today "
+        f"Times shifted by {shift.days:,} days {shift.seconds // 3600} h so that the newest record is now "
         "(each case keeps its original time as original_requested_at)."
     )
     console.print("\n[bold]Sign in with[/] (passwords are new on every demo start):")
@@ -240,7 +241,8 @@ def _run_hypercorn(settings: Settings, host: str, port: int, workers: int) -> in
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
-    config.errorlog = "-"
+    # One logging set-up (Litestar's): Hypercorn's own handler would print every line twice.
+    config.errorlog = logging.getLogger("hypercorn.error")
     os.environ["FIELDWORK_DATABASE_URL"] = settings.database.url
     os.environ["FIELDWORK_MIGRATE_ON_START"] = "false"
     if workers > 1:

@@ -132,7 +132,8 @@ def prepare_demo(
         raise FileNotFoundError(f"no records for {city} under the data folder ({spec.records})")
     now = now or datetime.now(UTC)
     newest = newest_request(files, intake) or now
-    shift = timedelta(days=(now.date() - newest.date()).days)
+    # Exactly so: the newest record lands on "now" and every other keeps its distance.
+    shift = now - newest
     summaries = []
     for path in files:
         summary = import_file(engine, path, settings=intake, rejects_dir=rejects_dir, time_shift=shift)
@@ -145,6 +146,7 @@ def prepare_demo(
 def _ensure_crews_and_users(engine: Engine, spec: CityData) -> list[DemoAccount]:
     """Crews share the districts round-robin; passwords are new on every run and printed."""
     from server.auth.passwords import hash_password
+    from server.auth.users import create_crew
 
     accounts: list[DemoAccount] = []
     with write_session(engine) as session:
@@ -152,9 +154,7 @@ def _ensure_crews_and_users(engine: Engine, spec: CityData) -> list[DemoAccount]
         for name in spec.crews:
             crew = session.exec(select(Crew).where(Crew.name == name)).first()
             if crew is None:
-                crew = Crew(name=name, skills=[], home_districts=[], capacity=12)
-                session.add(crew)
-                session.flush()
+                crew = create_crew(session, name=name, capacity=12)
             crews.append(crew)
         districts = session.exec(select(District).where(District.primary).order_by(District.id)).all()
         for number, district in enumerate(districts):

@@ -8,7 +8,8 @@
     ├── Conflict                the state changed under you (409)
     └── TooManyAttempts         slow down (429)
 
-Service functions raise these; handlers never build error responses themselves. Open311
+Service functions raise these; handlers never build error responses themselves. The sync
+engine's own errors (`sync.SyncError`: 403, 409, 413, 422) are mapped here too. Open311
 routes render the same errors in the GeoReport v2 error format (see server.open311).
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from litestar import Request, Response
 from litestar.exceptions import ValidationException
+
+from sync import SyncError
 
 __all__ = [
     "Conflict",
@@ -84,7 +87,15 @@ def _validation_error(_: Request, exc: ValidationException) -> Response:
     return Response(body, status_code=400)
 
 
+def _sync_error(_: Request, exc: SyncError) -> Response:
+    body: dict[str, object] = {"status_code": exc.status_code, "detail": exc.message}
+    if exc.field:
+        body["field"] = exc.field
+    return Response(body, status_code=exc.status_code)
+
+
 domain_exception_handlers = {
     DomainError: _domain_error,
+    SyncError: _sync_error,
     ValidationException: _validation_error,
 }

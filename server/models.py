@@ -15,6 +15,7 @@ from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "Blob",
     "Case",
     "CaseContact",
     "Crew",
@@ -159,6 +160,11 @@ class WorkOrder(SQLModel, table=True):
     status: str = Field(default="new", max_length=20, index=True)
     is_open: bool = True
     resolution: str | None = Field(default=None, max_length=2000)
+    # A free-text field dispatchers and crews share (gate codes, hazards on site): edits are
+    # checked against the `notes_version` the editor saw.
+    notes: str = Field(default="", max_length=4000)
+    notes_version: int = 0
+    deleted_at: datetime | None = None  # a job removed by a dispatcher; kept for its history
     first_reported_at: datetime
     last_reported_at: datetime
     closed_at: datetime | None = None
@@ -190,6 +196,19 @@ class WorkOrderEvent(SQLModel, table=True):
     actor: str = Field(default="system", max_length=120)
     occurred_at: datetime  # when it happened (device time for crew edits)
     recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class Blob(SQLModel, table=True):
+    """A photo, content-addressed: uploading the same bytes twice stores them once."""
+
+    __tablename__ = "blob"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    content_type: str = Field(max_length=60)
+    size: int
+    data: bytes
+    uploaded_by: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Case(SQLModel, table=True):

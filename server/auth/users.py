@@ -130,6 +130,11 @@ def create_crew(
         session.flush()
     except IntegrityError as exc:
         raise Conflict(f"there is already a crew named {name!r}", field="name") from exc
+    # Imported here: server.workorders' package imports the auth package's guards.
+    from server.workorders.changes import publish_reference
+
+    assert crew.id is not None
+    publish_reference(session, "crew", [crew.id])
     return crew
 
 

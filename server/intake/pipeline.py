@@ -50,6 +50,7 @@ from server.models import (
     utcnow,
 )
 from server.status import Status
+from server.workorders.changes import publish_orders, publish_reference
 
 __all__ = ["CaseOutcome", "IngestResult", "Pipeline", "ReferenceData", "load_district_index"]
 
@@ -84,6 +85,7 @@ class _OpenOrder:
     version: int
     emergency: bool
     priority: int
+    crew_id: int | None
 
 
 _INDEX_CACHE: dict[tuple[str, float], tuple[tuple[int, int], DistrictIndex]] = {}
@@ -180,6 +182,7 @@ class Pipeline:
             rows = [v for k, v in new.items() if k not in present]
             if rows:
                 _bulk_insert(session, ServiceType, rows)
+                publish_reference(session, "service_type", [row["code"] for row in rows])
             ref.service_types.update(_service_types(session, codes=list(new)))
 
     # -- the steps ----------------------------------------------------------------------
@@ -298,6 +301,12 @@ class Pipeline:
             _write_merges(session, list(merged_orders.values()), now)
         if events:
             _bulk_insert(session, WorkOrderEvent, events)
+        # Crews' devices and dispatchers' consoles hear of open work through the change feed.
+        publish_orders(
+            session,
+            [(o["id"], o["crew_id"], o["version"]) for o in new_orders if o["is_open"]]
+            + [(o.id, o.crew_id, o.version) for o in merged_orders.values()],
+        )
         return result
 
     def _split_present(
@@ -399,12 +408,12 @@ class Pipeline:
             select(
                 WorkOrder.id, WorkOrder.lon, WorkOrder.lat, WorkOrder.first_reported_at,
                 WorkOrder.last_reported_at, WorkOrder.case_count, WorkOrder.version, WorkOrder.emergency,
-                WorkOrder.priority,
+                WorkOrder.priority, WorkOrder.crew_id,
             ).where(*where)
         ).all()
-        for wid, lon, lat, first, last, count, version, emergency, priority in rows:
+        for wid, lon, lat, first, last, count, version, emergency, priority, crew_id in rows:
             x, y = ref.districts.projection.point_xy(lon, lat)
-            grid.add(x, y, _OpenOrder(wid, x, y, first, last, count, version, emergency, priority))
+            grid.add(x, y, _OpenOrder(wid, x, y, first, last, count, version, emergency, priority, crew_id))
 
     def _remember(self, case: IncomingCase, order: dict[str, Any], ref: ReferenceData) -> None:
         stype = ref.service_types[case.service_code]
@@ -413,7 +422,7 @@ class Pipeline:
         grid.add(
             x, y,
             _OpenOrder(order["id"], x, y, order["first_reported_at"], order["last_reported_at"], 1,
-                       order["version"], order["emergency"], order["priority"]),
+                       order["version"], order["emergency"], order["priority"], order["crew_id"]),
         )
 
 
@@ -548,6 +557,9 @@ def _new_order(
         "status": status.value,
         "is_open": not case.is_closed,
         "resolution": case.resolution if case.is_closed else None,
+        "notes": "",
+        "notes_version": 0,
+        "deleted_at": None,
         "first_reported_at": case.requested_at,
         "last_reported_at": case.requested_at,
         "closed_at": case.closed_at,

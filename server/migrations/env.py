@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import server.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import sync.models  # noqa: F401  (the sync engine's own tables)
 
 config = context.config
 target_metadata = SQLModel.metadata

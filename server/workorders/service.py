@@ -169,12 +169,13 @@ def _parse_bbox(raw: str) -> tuple[float, float, float, float]:
 
 
 def _scope(viewer: AuthUser) -> list[ColumnElement[bool]]:
-    """What the viewer may see at all: a crew only its own work orders."""
+    """What the viewer may see at all: live work orders; a crew only its own."""
+    live = WorkOrder.deleted_at.is_(None)  # type: ignore[union-attr]
     if not viewer.is_crew:
-        return []
+        return [live]
     if viewer.crew_id is None:
         return [false()]
-    return [WorkOrder.crew_id == viewer.crew_id]  # type: ignore[list-item]
+    return [live, WorkOrder.crew_id == viewer.crew_id]  # type: ignore[list-item]
 
 
 # -- cursors -----------------------------------------------------------------------------
@@ -264,6 +265,8 @@ def _visible_order(session: Session, viewer: AuthUser, work_order_id: int) -> tu
     if row is None:
         raise NotFound(f"there is no work order {work_order_id}")
     order = row[0]
+    if order.deleted_at is not None:
+        raise NotFound(f"work order {order.number} was removed")
     if viewer.is_crew and (viewer.crew_id is None or order.crew_id != viewer.crew_id):
         raise Forbidden(f"work order {order.number} is not assigned to your crew")
     return tuple(row)

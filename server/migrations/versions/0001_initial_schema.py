@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 16:49:21.398139
+Create Date: 2026-11-26 16:57:25.938630
 """
 
 from __future__ import annotations
@@ -90,6 +90,94 @@ def upgrade() -> None:
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('code')
     )
+    op.create_table('sync_change',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('txid', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('scope', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+    sa.Column('entity', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('entity_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('op', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=True),
+    sa.Column('recorded_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sqlite_autoincrement=True
+    )
+    with op.batch_alter_table('sync_change', schema=None) as batch_op:
+        batch_op.create_index('ix_sync_change_scope_txid_id', ['scope', 'txid', 'id'], unique=False)
+
+    op.create_table('sync_client',
+    sa.Column('client_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('user_key', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+    sa.Column('last_seq', sa.BigInteger(), nullable=False),
+    sa.Column('schema_version', sa.Integer(), nullable=False),
+    sa.Column('app_version', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('last_seen_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('client_id')
+    )
+    with op.batch_alter_table('sync_client', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sync_client_user_key'), ['user_key'], unique=False)
+
+    op.create_table('sync_conflict',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+    sa.Column('client_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('user_key', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('mid', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('entity', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('entity_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('field', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('base_version', sa.Integer(), nullable=True),
+    sa.Column('server_value', sa.JSON(), nullable=True),
+    sa.Column('client_value', sa.JSON(), nullable=True),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('resolution', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
+    sa.Column('resolved_by', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=True),
+    sa.Column('resolved_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('sync_conflict', schema=None) as batch_op:
+        batch_op.create_index('ix_sync_conflict_status_id', ['status', 'id'], unique=False)
+
+    op.create_table('sync_mutation',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('client_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('mid', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('args', sa.JSON(), nullable=True),
+    sa.Column('device_ts', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('received_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('result', sa.JSON(), nullable=True),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
+    sa.Column('server_version', sa.Integer(), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('client_id', 'seq', name='uq_sync_mutation_client_seq')
+    )
+    op.create_table('sync_rejection',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('client_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('user_key', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('mid', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('args', sa.JSON(), nullable=True),
+    sa.Column('device_ts', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('resolution', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
+    sa.Column('resolved_by', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=True),
+    sa.Column('resolved_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('sync_rejection', schema=None) as batch_op:
+        batch_op.create_index('ix_sync_rejection_status_id', ['status', 'id'], unique=False)
+
     op.create_table('app_user',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('username', sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
@@ -130,6 +218,9 @@ def upgrade() -> None:
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
     sa.Column('is_open', sa.Boolean(), nullable=False),
     sa.Column('resolution', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
+    sa.Column('notes', sqlmodel.sql.sqltypes.AutoString(length=4000), nullable=False),
+    sa.Column('notes_version', sa.Integer(), nullable=False),
+    sa.Column('deleted_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('first_reported_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('last_reported_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('closed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
@@ -150,6 +241,16 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_work_order_status'), ['status'], unique=False)
         batch_op.create_index('ix_work_order_updated', ['updated_at', 'id'], unique=False)
 
+    op.create_table('blob',
+    sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('content_type', sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
+    sa.Column('size', sa.Integer(), nullable=False),
+    sa.Column('data', sa.LargeBinary(), nullable=False),
+    sa.Column('uploaded_by', sa.Integer(), nullable=True),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['uploaded_by'], ['app_user.id'], ),
+    sa.PrimaryKeyConstraint('sha256')
+    )
     op.create_table('case_record',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
@@ -241,6 +342,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_case_location_state')
 
     op.drop_table('case_record')
+    op.drop_table('blob')
     with op.batch_alter_table('work_order', schema=None) as batch_op:
         batch_op.drop_index('ix_work_order_updated')
         batch_op.drop_index(batch_op.f('ix_work_order_status'))
@@ -251,6 +353,23 @@ def downgrade() -> None:
     op.drop_table('work_order')
     op.drop_table('routing_rule')
     op.drop_table('app_user')
+    with op.batch_alter_table('sync_rejection', schema=None) as batch_op:
+        batch_op.drop_index('ix_sync_rejection_status_id')
+
+    op.drop_table('sync_rejection')
+    op.drop_table('sync_mutation')
+    with op.batch_alter_table('sync_conflict', schema=None) as batch_op:
+        batch_op.drop_index('ix_sync_conflict_status_id')
+
+    op.drop_table('sync_conflict')
+    with op.batch_alter_table('sync_client', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sync_client_user_key'))
+
+    op.drop_table('sync_client')
+    with op.batch_alter_table('sync_change', schema=None) as batch_op:
+        batch_op.drop_index('ix_sync_change_scope_txid_id')
+
+    op.drop_table('sync_change')
     op.drop_table('service_type')
     op.drop_table('import_run')
     with op.batch_alter_table('failed_sign_in', schema=None) as batch_op:

@@ -1,0 +1,160 @@
+"""The sync protocol over HTTP, for signed-in crew members (see DESIGN.md "Sync").
+
+    POST /sync/v1/push             apply a batch of the device's queued mutations
+    POST /sync/v1/pull             changes in the crew's scope after a cursor
+    GET  /sync/v1/events           Server-Sent Events that only say "pull now"
+    PUT  /sync/v1/blobs/{sha256}   content-addressed photo upload (idempotent)
+    HEAD /sync/v1/blobs/{sha256}   is it there?
+    GET  /sync/v1/blobs/{sha256}   the photo (crews and dispatchers)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from litestar import Request, Response, Router, get, head, post, put
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, RawBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.security.jwt import Token
+from msgspec import Struct
+from sqlmodel import Session
+
+from server.auth.guards import current_user, requires_role
+from server.auth.tokens import AuthUser
+from server.crewsync.loaders import LOADERS
+from server.crewsync.mutators import build_registry
+from server.errors import NotFound, ValidationFailed
+from server.models import Blob
+from server.workorders.changes import REFERENCE_SCOPE, crew_scope
+from sync import PullRequest, PullResponse, PushRequest, PushResponse, SyncEngine
+
+__all__ = ["BLOB_TYPES", "MAX_BLOB_BYTES", "MAX_PUSH_BYTES", "build_engine", "sync_router"]
+
+MAX_PUSH_BYTES = 1_000_000
+MAX_BLOB_BYTES = 10 * 1024 * 1024
+BLOB_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+_MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",), "image/webp": (b"RIFF",)}
+ViewerRequest = Request[AuthUser, Token, State]
+
+
+def build_engine() -> SyncEngine:
+    return SyncEngine(registry=build_registry(), loaders=LOADERS, min_schema_version=1, max_schema_version=1)
+
+
+def _scopes(user: AuthUser) -> list[str]:
+    assert user.crew_id is not None  # the crew guard makes sure
+    return [crew_scope(user.crew_id), REFERENCE_SCOPE]
+
+
+class BlobStored(Struct):
+    sha256: str
+    size: int
+    content_type: str
+    created: bool
+
+
+crew_only = requires_role("crew")
+
+
+@post("/push", operation_id="syncPush", request_max_body_size=MAX_PUSH_BYTES, sync_to_thread=True,
+      status_code=200, guards=[crew_only])
+def push(request: ViewerRequest, data: PushRequest, db_write: NamedDependency[Session]) -> PushResponse:
+    """Apply queued mutations; effects, results and the acknowledged seq commit together."""
+    user = current_user(request)
+    engine: SyncEngine = request.app.state.sync_engine
+    return engine.push(db_write, user_key=str(user.id), actor=user, request=data)
+
+
+@post("/pull", operation_id="syncPull", request_max_body_size=16_000, sync_to_thread=True, status_code=200,
+      guards=[crew_only])
+def pull(request: ViewerRequest, data: PullRequest, db_write: NamedDependency[Session]) -> PullResponse:
+    """Changes in the crew's scope after the cursor (an empty cursor primes a new device)."""
+    user = current_user(request)
+    engine: SyncEngine = request.app.state.sync_engine
+    return engine.pull(db_write, user_key=str(user.id), actor=user, scopes=_scopes(user), request=data)
+
+
+@get("/events", operation_id="syncEvents", guards=[crew_only])
+async def events(request: ViewerRequest) -> ServerSentEvent:
+    """A stream of "pull now" hints; a comment every 15 s keeps proxies from closing it."""
+    user = current_user(request)
+    hub = request.app.state.event_hub
+    scopes = _scopes(user)
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        yield ServerSentEventMessage(event="pull", data="pull", retry=5000)
+        while True:
+            if await hub.wait(scopes, timeout=15.0):
+                yield ServerSentEventMessage(event="pull", data="pull")
+            else:
+                yield ServerSentEventMessage(comment="still here")
+
+    return ServerSentEvent(stream())
+
+
+def _check_hash(sha256: str) -> str:
+    value = sha256.lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValidationFailed("the path must be a sha256 in hex (64 characters)", field="sha256")
+    return value
+
+
+@put("/blobs/{sha256:str}", operation_id="syncPutBlob", request_max_body_size=MAX_BLOB_BYTES,
+     sync_to_thread=True, guards=[crew_only])
+def put_blob(
+    request: ViewerRequest,
+    sha256: FromPath[str],
+    body: RawBody,
+    content_type: Annotated[str, HeaderParameter(header="Content-Type")],
+    db_write: NamedDependency[Session],
+) -> Response[BlobStored]:
+    """Store a photo under its sha256; the same bytes again change nothing."""
+    expected = _check_hash(sha256)
+    media = content_type.split(";")[0].strip().lower()
+    if media not in BLOB_TYPES:
+        raise ValidationFailed(f"photos must be one of {', '.join(sorted(BLOB_TYPES))}", field="Content-Type")
+    data = bytes(body)
+    if not data:
+        raise ValidationFailed("the body is empty", field="body")
+    if not data.startswith(_MAGIC[media]):
+        raise ValidationFailed(f"the body is not a {media} file", field="body")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ValidationFailed(f"the body's sha256 is {actual}, not the one in the path", field="sha256")
+    existing = db_write.get(Blob, expected)
+    if existing is not None:
+        return Response(BlobStored(expected, existing.size, existing.content_type, False), status_code=200)
+    db_write.add(Blob(sha256=expected, content_type=media, size=len(data), data=data,
+                      uploaded_by=current_user(request).id))
+    return Response(BlobStored(expected, len(data), media, True), status_code=201)
+
+
+@head("/blobs/{sha256:str}", operation_id="syncHeadBlob", sync_to_thread=True)
+def head_blob(sha256: FromPath[str], db: NamedDependency[Session]) -> Response[None]:
+    """200 if the photo is stored, else 404."""
+    blob = db.get(Blob, _check_hash(sha256))
+    if blob is None:
+        return Response(None, status_code=404)
+    return Response(None, status_code=200, headers={"Content-Length": str(blob.size)}, media_type=blob.content_type)
+
+
+@get("/blobs/{sha256:str}", operation_id="syncGetBlob", sync_to_thread=True)
+def get_blob(sha256: FromPath[str], db: NamedDependency[Session]) -> Response[bytes]:
+    """The photo's bytes."""
+    blob = db.get(Blob, _check_hash(sha256))
+    if blob is None:
+        raise NotFound("no photo with that sha256", field="sha256")
+    return Response(blob.data, media_type=blob.content_type,
+                    headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+
+sync_router = Router(
+    path="/sync/v1",
+    route_handlers=[push, pull, events, put_blob, head_blob, get_blob],
+    guards=[requires_role("crew", "dispatcher", "admin")],
+    tags=["sync"],
+)

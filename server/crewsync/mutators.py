@@ -1,0 +1,205 @@
+"""The work-order mutations crews push from their phones, and the policy each field follows.
+
+    status        state machine; every transition kept; "completed after cancel" → conflict
+    note, photo,
+    material, time append-only facts keyed by client ids: they cannot conflict
+    notes         shared free text: optimistic check on the version the crew saw
+    request       assignment, priority, schedule, location: server-owned; the crew's wish is
+                  recorded as a conflict for a dispatcher, never applied
+
+Policy never looks at device clocks to pick a winner; `device_ts` only tells whether the
+crew held the job when it made the edit (crews reassigned away while offline keep their
+facts), within a bounded grace for clock skew.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+from sqlmodel import Session, select
+
+from server.auth.tokens import AuthUser
+from server.models import Blob, WorkOrder
+from server.status import Status, can_transition
+from server.workorders.changes import (
+    Actor,
+    add_fact,
+    assignment_history,
+    change_status,
+    crew_scope,
+    set_notes,
+)
+from sync import Applied, MutationContext, Mutator, MutatorRegistry, Rejected
+from sync.policies import held_at, optimistic_text, server_owned
+
+__all__ = ["HOLD_GRACE", "build_registry"]
+
+# Device clocks drift and crews sync late: an edit made up to this long after the job was
+# reassigned away still counts as made while holding it.
+HOLD_GRACE = timedelta(minutes=15)
+
+Uid = Annotated[str, msgspec.Meta(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Text = Annotated[str, msgspec.Meta(max_length=4000)]
+OrderId = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class StatusArgs(msgspec.Struct, forbid_unknown_fields=True):
+    work_order_id: OrderId
+    to: Literal["en_route", "on_site", "on_hold", "completed", "cannot_complete", "assigned"]
+    reason: Text | None = None
+
+
+class NoteArgs(msgspec.Struct, forbid_unknown_fields=True):
+    work_order_id: OrderId
+    uid: Uid
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+
+
+class PhotoArgs(msgspec.Struct, forbid_unknown_fields=True):
+    work_order_id: OrderId
+    uid: Uid
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    caption: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class MaterialArgs(msgspec.Struct, forbid_unknown_fields=True):
+    work_order_id: OrderId
+    uid: Uid
+    item: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    quantity: Annotated[float, msgspec.Meta(gt=0, le=100_000)]
+    unit: Annotated[str, msgspec.Meta(max_length=20)] = "each"
+
+
+class TimeArgs(msgspec.Struct, forbid_unknown_fields=True):
+    work_order_id: OrderId
+    uid: Uid
+    minutes: Annotated[int, msgspec.Meta(ge=1, le=24 * 60)]
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class NotesArgs(msgspec.Struct, forbid_unknown_fields=True):
+    work_order_id: OrderId
+    text: Text
+    base_version: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class RequestArgs(msgspec.Struct, forbid_unknown_fields=True):
+    work_order_id: OrderId
+    field: Literal["crew_id", "priority", "sla_due_at", "location", "schedule"]
+    value: Any
+    reason: Text = ""
+
+
+def _actor(ctx: MutationContext) -> Actor:
+    user: AuthUser = ctx.actor
+    return Actor(user_id=user.id, label=f"crew:{user.crew_id}:{user.username}", channel="sync")
+
+
+def _order(session: Session, work_order_id: int) -> WorkOrder:
+    order = session.exec(select(WorkOrder).where(WorkOrder.id == work_order_id).with_for_update()).first()
+    if order is None:
+        raise Rejected(f"work order {work_order_id} does not exist")
+    if order.deleted_at is not None:
+        raise Rejected(f"work order {work_order_id} was removed by a dispatcher")
+    return order
+
+
+def _holds_now(ctx: MutationContext, order: WorkOrder) -> bool:
+    return ctx.actor.crew_id is not None and order.crew_id == ctx.actor.crew_id
+
+
+def _held_when_made(session: Session, ctx: MutationContext, order: WorkOrder) -> bool:
+    """Did the crew hold the job when it made this edit (by device time, with grace)?"""
+    if _holds_now(ctx, order):
+        return True
+    if ctx.actor.crew_id is None:
+        return False
+    made = ctx.device_ts or ctx.received_at
+    assert order.id is not None
+    return held_at(assignment_history(session, order.id), crew_scope(ctx.actor.crew_id), made, HOLD_GRACE)
+
+
+def apply_status(session: Session, ctx: MutationContext, args: StatusArgs) -> Applied:
+    order = _order(session, args.work_order_id)
+    if not _held_when_made(session, ctx, order):
+        raise Rejected(f"work order {order.number} is not assigned to your crew")
+    target = Status(args.to)
+    current = Status(order.status)
+    if not _holds_now(ctx, order) or current == Status.CANCELLED:
+        # Reassigned away or cancelled while the crew was offline: the crew's report is
+        # kept for review, the dispatcher's decision stands.
+        ctx.conflict(entity="work_order", entity_id=str(order.id), field="status",
+                     base_version=None, server_value=current.value, client_value=target.value)
+        return Applied(server_version=order.version, conflicted=True,
+                       result={"status": current.value, "kept": "server"})
+    if current == target:
+        return Applied(server_version=order.version, result={"status": current.value})
+    if not can_transition(current, target):
+        raise Rejected(f"status cannot go from {current.value} to {target.value}")
+    change_status(session, order, to=target, actor=_actor(ctx), occurred_at=ctx.device_ts,
+                  reason=args.reason, uid=ctx.mid)
+    return Applied(server_version=order.version, result={"status": order.status})
+
+
+def _fact(kind: str, fields: tuple[str, ...]) -> Any:
+    """The mutator of one kind of append-only fact, keeping `fields` of its arguments."""
+
+    def apply(session: Session, ctx: MutationContext, args: Any) -> Applied:
+        order = _order(session, args.work_order_id)
+        if not _held_when_made(session, ctx, order):
+            raise Rejected(f"work order {order.number} is not assigned to your crew")
+        if kind == "photo" and session.get(Blob, args.sha256) is None:
+            raise Rejected(f"photo {args.sha256} was not uploaded (PUT /sync/v1/blobs/{args.sha256} first)")
+        values = {name: getattr(args, name) for name in fields}
+        event, _ = add_fact(session, order, kind=kind, uid=args.uid, data=values, actor=_actor(ctx),
+                            occurred_at=ctx.device_ts)
+        return Applied(server_version=order.version, result={"event_uid": event.uid})
+
+    return apply
+
+
+def apply_notes(session: Session, ctx: MutationContext, args: NotesArgs) -> Applied:
+    order = _order(session, args.work_order_id)
+    if not _held_when_made(session, ctx, order):
+        raise Rejected(f"work order {order.number} is not assigned to your crew")
+    assert order.id is not None
+    if not optimistic_text(ctx, entity="work_order", entity_id=str(order.id), field="notes",
+                           base_version=args.base_version, current_version=order.notes_version,
+                           server_value=order.notes, client_value=args.text):
+        return Applied(server_version=order.version, conflicted=True,
+                       result={"notes_version": order.notes_version, "kept": "server"})
+    set_notes(session, order, text=args.text, base_version=args.base_version, actor=_actor(ctx),
+              occurred_at=ctx.device_ts, uid=ctx.mid)
+    return Applied(server_version=order.version, result={"notes_version": order.notes_version})
+
+
+def apply_request(session: Session, ctx: MutationContext, args: RequestArgs) -> Applied:
+    order = _order(session, args.work_order_id)
+    if not _held_when_made(session, ctx, order):
+        raise Rejected(f"work order {order.number} is not assigned to your crew")
+    current: Any = {
+        "crew_id": order.crew_id,
+        "priority": order.priority,
+        "sla_due_at": order.sla_due_at.isoformat() if order.sla_due_at else None,
+        "location": [order.lon, order.lat],
+        "schedule": None,
+    }[args.field]
+    assert order.id is not None
+    server_owned(ctx, entity="work_order", entity_id=str(order.id), field=args.field,
+                 server_value=current, client_value={"value": args.value, "reason": args.reason})
+    return Applied(server_version=order.version, conflicted=True, result={"recorded": True})
+
+
+def build_registry() -> MutatorRegistry:
+    registry = MutatorRegistry()
+    registry.register(Mutator("status", 1, StatusArgs, apply_status))
+    registry.register(Mutator("note", 1, NoteArgs, _fact("note", ("text",))))
+    registry.register(Mutator("photo", 1, PhotoArgs, _fact("photo", ("sha256", "caption"))))
+    registry.register(Mutator("material", 1, MaterialArgs, _fact("material", ("item", "quantity", "unit"))))
+    registry.register(Mutator("time", 1, TimeArgs, _fact("time", ("minutes", "note"))))
+    registry.register(Mutator("notes", 1, NotesArgs, apply_notes))
+    registry.register(Mutator("request", 1, RequestArgs, apply_request))
+    return registry
+

@@ -1,0 +1,245 @@
+"""`SyncEngine`: push applies a client's queued mutations exactly once and in order; pull
+reads the change feed of the actor's scopes, shaped by the server's loaders.
+
+The engine works inside the caller's session and flushes; **the caller commits**. Give it
+a write transaction (on SQLite one opened with BEGIN IMMEDIATE) so that each mutation's
+effects, its result row and the client's last_seq commit together or not at all.
+
+Its seams are plain callables: mutators (sync.registry) and loaders. A loader is
+`(session, entity, ids, actor) -> {id: (version, data) | None}`; None means "not visible
+to this actor now" and the change is skipped. `actor` is the server's own object, passed
+through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any, TypeVar
+
+import msgspec
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, select
+
+from sync.errors import ClientForbidden, InvalidRequest, PayloadTooLarge, UnsupportedSchemaVersion
+from sync.feed import FeedRow, read_feed
+from sync.models import SyncClient, SyncMutation, SyncRejection, utcnow
+from sync.protocol import (
+    Change, ClientId, Mutation, MutationResult, PullRequest, PullResponse, PushRequest, PushResponse,
+)
+from sync.registry import Applied, MutationContext, MutatorRegistry, Rejected
+
+__all__ = ["Loader", "SyncEngine"]
+
+Loader = Callable[[Session, str, list[str], Any], dict[str, tuple[int | None, dict[str, Any]] | None]]
+log = logging.getLogger("sync")
+_INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+_AT_FIELD = re.compile(r"at `\$\.(.+)`$")
+_T = TypeVar("_T", PushRequest, PullRequest)
+
+
+class SyncEngine:
+    def __init__(self, *, registry: MutatorRegistry, loaders: Mapping[str, Loader],
+                 min_schema_version: int = 1, max_schema_version: int = 1,
+                 max_mutations: int = 500, max_args_bytes: int = 64_000) -> None:
+        if min_schema_version > max_schema_version:
+            raise ValueError("min_schema_version > max_schema_version")
+        self.registry = registry
+        self.loaders = dict(loaders)
+        self.schema_versions = (min_schema_version, max_schema_version)
+        self.max_mutations = max_mutations
+        self.max_args_bytes = max_args_bytes
+
+    # -- push ---------------------------------------------------------------------------
+
+    def push(self, session: Session, *, user_key: str, actor: Any, request: PushRequest,
+             now: datetime | None = None) -> PushResponse:
+        """Apply `request`'s mutations from the client's last_seq + 1 on; see DESIGN.md.
+
+        Raises a SyncError (and writes nothing) for an envelope it refuses as a whole.
+        """
+        if len(request.mutations) > self.max_mutations:
+            raise PayloadTooLarge(f"at most {self.max_mutations} mutations per push, got "
+                                  f"{len(request.mutations)}", field="mutations")
+        request = _validated(request, PushRequest)
+        low, high = self.schema_versions
+        if not low <= request.schema_version <= high:
+            raise UnsupportedSchemaVersion(request.schema_version, self.schema_versions)
+        for index, (before, mutation) in enumerate(pairwise(request.mutations), start=1):
+            if mutation.seq <= before.seq:
+                raise InvalidRequest(f"seq must increase strictly within a push: {mutation.seq} "
+                                     f"after {before.seq}", field=f"mutations[{index}].seq")
+        now = now or utcnow()
+        client = self._bind(session, request.client_id, user_key, lock=True, now=now)
+        client.schema_version, client.app_version = request.schema_version, request.app_version
+        client.last_seen_at = now
+        seen = [m.seq for m in request.mutations if m.seq <= client.last_seq]
+        stored = {row.seq: row for row in session.exec(select(SyncMutation).where(
+            SyncMutation.client_id == client.client_id, SyncMutation.seq.in_(seen)))} if seen else {}  # type: ignore[attr-defined]
+        results: list[MutationResult] = []
+        expected: int | None = None
+        for mutation in request.mutations:
+            if mutation.seq <= client.last_seq:
+                results.append(self._duplicate(session, client, mutation, stored.get(mutation.seq), now))
+            elif mutation.seq == client.last_seq + 1:
+                results.append(self._apply(session, client, actor, mutation, now))
+                client.last_seq = mutation.seq
+            else:
+                expected = client.last_seq + 1
+                break
+        session.add(client)
+        session.flush()
+        return PushResponse(last_seq=client.last_seq, results=results, expected_seq=expected)
+
+    def _apply(self, session: Session, client: SyncClient, actor: Any, m: Mutation,
+               now: datetime) -> MutationResult:
+        try:
+            mutator = self.registry.get(m.name)
+        except KeyError:
+            return self._reject(session, client, m, now, f"unknown mutation {m.name!r}")
+        size = len(msgspec.json.encode(m.args))
+        if size > self.max_args_bytes:
+            return self._reject(session, client, m, now,
+                                f"args too large: {size} bytes (at most {self.max_args_bytes})")
+        try:
+            args = msgspec.convert(m.args, mutator.args)
+        except msgspec.ValidationError as exc:
+            return self._reject(session, client, m, now, f"invalid args: {exc}")
+        ctx = MutationContext(client_id=client.client_id, user_key=client.user_key, seq=m.seq,
+                              mid=m.mid, name=m.name, device_ts=_utc(m.device_ts),
+                              received_at=now, actor=actor, session=session)
+        savepoint = session.begin_nested()
+        try:
+            outcome = mutator.apply(session, ctx, args)
+            if not isinstance(outcome, Applied):
+                raise TypeError(f"mutator {m.name!r} returned {outcome!r}, not Applied")
+            session.flush()
+        except Rejected as exc:
+            savepoint.rollback()
+            return self._reject(session, client, m, now, exc.reason)
+        except Exception as exc:
+            savepoint.rollback()
+            log.exception("mutation %r failed (client %s, seq %d)", m.name, client.client_id, m.seq)
+            return self._reject(session, client, m, now, f"server error: {type(exc).__name__}")
+        savepoint.commit()
+        status = "conflict" if outcome.conflicted or ctx.conflicts else "applied"
+        session.add(self._row(client, m, now, status, result=outcome.result,
+                              server_version=outcome.server_version))
+        return MutationResult(seq=m.seq, mid=m.mid, status=status,
+                              server_version=outcome.server_version, result=outcome.result)
+
+    def _reject(self, session: Session, client: SyncClient, m: Mutation, now: datetime,
+                reason: str, *, keep_result: bool = True) -> MutationResult:
+        reason = reason[:2000]
+        session.add(SyncRejection(client_id=client.client_id, user_key=client.user_key, seq=m.seq,
+                                  mid=m.mid, name=m.name, args=m.args, device_ts=_utc(m.device_ts),
+                                  reason=reason, created_at=now))
+        if keep_result:
+            session.add(self._row(client, m, now, "rejected", reason=reason))
+        return MutationResult(seq=m.seq, mid=m.mid, status="rejected", reason=reason)
+
+    def _duplicate(self, session: Session, client: SyncClient, m: Mutation,
+                   row: SyncMutation | None, now: datetime) -> MutationResult:
+        if row is None:
+            return MutationResult(seq=m.seq, mid=m.mid, status="duplicate",
+                                  reason="already received; its result is no longer kept")
+        if row.mid != m.mid:  # a different edit reusing an acknowledged seq: keep it for review
+            return self._reject(session, client, m, now, f"seq {m.seq} was already used by "
+                                f"mutation {row.mid}", keep_result=False)
+        return MutationResult(seq=m.seq, mid=m.mid, status="duplicate", server_version=row.server_version,
+                              result=row.result, reason=row.reason, original_status=row.status)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _row(client: SyncClient, m: Mutation, now: datetime, status: str, **fields: Any) -> SyncMutation:
+        return SyncMutation(client_id=client.client_id, seq=m.seq, mid=m.mid, name=m.name, args=m.args,
+                            device_ts=_utc(m.device_ts), received_at=now, status=status, **fields)
+
+    # -- clients ------------------------------------------------------------------------
+
+    def bind_client(self, session: Session, *, client_id: str, user_key: str) -> None:
+        """Bind `client_id` to `user_key` on first use; ClientForbidden if another user has it."""
+        try:
+            msgspec.convert(client_id, ClientId)
+        except msgspec.ValidationError as exc:
+            raise InvalidRequest(str(exc), field="client_id") from None
+        self._bind(session, client_id, user_key, lock=False, now=utcnow())
+
+    def _bind(self, session: Session, client_id: str, user_key: str, *, lock: bool,
+              now: datetime) -> SyncClient:
+        connection = session.connection()
+        insert = _INSERT[connection.dialect.name](SyncClient.__table__)  # type: ignore[attr-defined]
+        connection.execute(insert.values(
+            client_id=client_id, user_key=user_key, last_seq=0, schema_version=0, app_version="",
+            created_at=now, last_seen_at=now,
+        ).on_conflict_do_nothing(index_elements=["client_id"]))
+        query = select(SyncClient).where(SyncClient.client_id == client_id)
+        if lock:  # serialises pushes of one client (SQLite's BEGIN IMMEDIATE already does)
+            query = query.with_for_update()
+        client = session.exec(query.execution_options(populate_existing=True)).one()
+        if client.user_key != user_key:
+            raise ClientForbidden("this client_id belongs to another user; start a new client",
+                                  field="client_id")
+        return client
+
+    # -- pull ---------------------------------------------------------------------------
+
+    def pull(self, session: Session, *, user_key: str, actor: Any, scopes: Sequence[str],
+             request: PullRequest) -> PullResponse:
+        """The changes of `scopes` after `request.cursor`, collapsed to one per entity and
+        loaded for `actor`. Writes only when it first sees a client (to bind it)."""
+        request = _validated(request, PullRequest)
+        client = session.get(SyncClient, request.client_id)
+        if client is not None and client.user_key != user_key:
+            raise ClientForbidden("this client_id belongs to another user; start a new client",
+                                  field="client_id")
+        # Read before any write: on PostgreSQL our own txid would hold the feed back.
+        rows, cursor, has_more = read_feed(session, scopes=scopes, cursor=request.cursor,
+                                           limit=request.limit)
+        if client is None:
+            self._bind(session, request.client_id, user_key, lock=False, now=utcnow())
+        return PullResponse(cursor=cursor, has_more=has_more, changes=self._changes(session, rows, actor))
+
+    def _changes(self, session: Session, rows: list[FeedRow], actor: Any) -> list[Change]:
+        last: dict[tuple[str, str], FeedRow] = {}
+        for row in rows:  # the last op of each entity wins, in the order of last occurrence
+            last.pop((row.entity, row.entity_id), None)
+            last[row.entity, row.entity_id] = row
+        wanted: dict[str, list[str]] = {}
+        for row in last.values():
+            if row.op == "upsert":
+                wanted.setdefault(row.entity, []).append(row.entity_id)
+        loaded = {entity: self._loader(entity)(session, entity, ids, actor) for entity, ids in wanted.items()}
+        changes = []
+        for row in last.values():
+            if row.op != "upsert":
+                changes.append(Change(op=row.op, entity=row.entity, id=row.entity_id, version=row.version))  # type: ignore[arg-type]
+            elif (found := loaded[row.entity].get(row.entity_id)) is not None:
+                changes.append(Change(op="upsert", entity=row.entity, id=row.entity_id,
+                                      version=found[0], data=found[1]))
+        return changes
+
+    def _loader(self, entity: str) -> Loader:
+        try:
+            return self.loaders[entity]
+        except KeyError:
+            raise LookupError(f"no loader for entity {entity!r}") from None
+
+
+def _validated(request: _T, kind: type[_T]) -> _T:
+    """`request` checked against its declared bounds, as if it had come off the wire."""
+    try:
+        return msgspec.json.decode(msgspec.json.encode(request), type=kind)
+    except msgspec.ValidationError as exc:
+        match = _AT_FIELD.search(str(exc))
+        raise InvalidRequest(str(exc), field=match[1] if match else None) from None
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Device times are kept as aware UTC; one without a zone is taken to be UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.utcoffset() is None else moment.astimezone(UTC)

@@ -1,0 +1,107 @@
+"""Pull and the change feed: paging, scopes, collapsing, loaders, cursors."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from sync import (
+    ClientForbidden, InvalidRequest, PullRequest, UnknownCursor, current_cursor, read_feed, record_change,
+    record_changes,
+)
+from tests.sync.toy import ToyTicket, make_engine
+
+ENGINE = make_engine()
+
+
+@pytest.fixture
+def scope() -> str:
+    return f"crew:{uuid.uuid4().hex[:8]}"
+
+
+def pull_all(tx, client_id, scopes, *, actor="dispatcher", limit=3, cursor=None):
+    changes, pages = [], 0
+    while True:
+        with tx() as session:
+            response = ENGINE.pull(session, user_key="u", actor=actor, scopes=scopes,
+                                   request=PullRequest(client_id=client_id, cursor=cursor, limit=limit))
+        changes += response.changes
+        cursor, pages = response.cursor, pages + 1
+        assert len(response.changes) <= limit
+        if not response.has_more:
+            return changes, cursor, pages
+
+
+def test_paging_walks_every_change_exactly_once(tx, scope) -> None:
+    with tx() as session:
+        record_changes(session, [("thing", i, "delete", scope, i) for i in range(20)])
+    for limit in (1, 3, 7, 20, 1000):
+        seen, cursor = [], None
+        while True:
+            with tx() as session:
+                rows, cursor, more = read_feed(session, scopes=[scope], cursor=cursor, limit=limit)
+            seen += [row.entity_id for row in rows]
+            if not more:
+                break
+        assert seen == [str(i) for i in range(20)]
+        with tx() as session:  # the end of the feed is where paging ended
+            assert current_cursor(session, [scope]) == cursor
+            assert read_feed(session, scopes=[scope], cursor=cursor, limit=5)[:3:2] == ([], False)
+
+
+def test_scopes_filter_and_delete_and_evict_pass_through(tx, client_id, scope) -> None:
+    other = scope + "-other"
+    with tx() as session:
+        record_change(session, entity="toy_ticket", entity_id="t1", op="delete", scopes=[scope, other], version=4)
+        record_change(session, entity="toy_ticket", entity_id="t2", op="evict", scopes=[scope])
+        record_change(session, entity="toy_ticket", entity_id="t3", op="delete", scopes=[other])
+    changes, _, _ = pull_all(tx, client_id, [scope])
+    assert [(c.op, c.id, c.version, c.data) for c in changes] == [("delete", "t1", 4, None), ("evict", "t2", None, None)]
+    both, _, _ = pull_all(tx, client_id, [scope, other], limit=10)
+    assert [c.id for c in both] == ["t1", "t2", "t3"]  # t1 once, though it is in both scopes
+    assert pull_all(tx, client_id, [])[0] == []
+
+
+def test_upserts_are_loaded_collapsed_and_skipped_when_not_visible(tx, client_id, scope) -> None:
+    ids = [uuid.uuid4().hex for _ in range(3)]
+    with tx() as session:
+        session.add(ToyTicket(id=ids[0], title="mine", crew="a", version=3))
+        session.add(ToyTicket(id=ids[1], title="theirs", crew="b"))
+        session.flush()
+        for version in (1, 2, 3):  # three changes of one entity collapse to one
+            record_change(session, entity="toy_ticket", entity_id=ids[0], op="upsert", scopes=[scope], version=version)
+        record_change(session, entity="toy_ticket", entity_id=ids[1], op="upsert", scopes=[scope])
+        record_change(session, entity="toy_ticket", entity_id=ids[2], op="upsert", scopes=[scope])  # gone
+        record_change(session, entity="toy_ticket", entity_id=ids[1], op="delete", scopes=[scope])
+    changes, _, _ = pull_all(tx, client_id, [scope], actor="a", limit=100)
+    assert [(c.op, c.id, c.version, c.data) for c in changes] == [
+        ("upsert", ids[0], 3, {"title": "mine", "status": "new", "crew": "a"}),
+        ("delete", ids[1], None, None),
+    ]
+    hidden, _, _ = pull_all(tx, client_id, [scope], actor="b", limit=100)  # crew b may not see ids[0]
+    assert [(c.op, c.id) for c in hidden] == [("delete", ids[1])]
+
+
+@pytest.mark.parametrize("cursor", ["", "garbage", "v1.1", "v2.0.0", "v1.-1.0", "v1.0.0 ", "v1.0.99999999999"])
+def test_malformed_or_foreign_cursors_are_unknown(tx, client_id, scope, cursor) -> None:
+    with pytest.raises(UnknownCursor) as raised, tx() as session:
+        ENGINE.pull(session, user_key="u", actor=None, scopes=[scope],
+                    request=PullRequest(client_id=client_id, cursor=cursor))
+    assert (raised.value.status_code, raised.value.field) == (422, "cursor")
+
+
+def test_pull_binds_the_client_and_checks_the_request(tx, client_id, scope) -> None:
+    pull_all(tx, client_id, [scope])
+    with pytest.raises(ClientForbidden), tx() as session:
+        ENGINE.pull(session, user_key="someone else", actor=None, scopes=[scope],
+                    request=PullRequest(client_id=client_id))
+    with pytest.raises(InvalidRequest) as raised, tx() as session:
+        ENGINE.pull(session, user_key="u", actor=None, scopes=[scope],
+                    request=PullRequest(client_id=client_id, limit=1001))
+    assert raised.value.field == "limit"
+
+
+def test_record_change_refuses_an_unknown_op(tx) -> None:
+    with pytest.raises(ValueError, match="op must be one of"), tx() as session:
+        record_change(session, entity="x", entity_id=1, op="rename", scopes=["s"])  # type: ignore[arg-type]
