@@ -123,6 +123,9 @@ def build_auth(settings: Settings) -> JWTAuth[AuthUser, Token]:
         retrieve_user_handler=_retrieve_user,
         default_token_expiration=timedelta(minutes=settings.auth.token_minutes),
         exclude=PUBLIC_API_PATHS,
+        # HEAD is authenticated too (Litestar skips it by default): HEAD /sync/v1/blobs/… is
+        # a crew's question.
+        exclude_http_methods=["OPTIONS"],
         authentication_middleware_class=_ProtectedPathsMiddleware,
         description="Bearer token from POST /api/auth/sign-in.",
     )

@@ -139,7 +139,7 @@ def head_blob(sha256: FromPath[str], db: NamedDependency[Session]) -> Response[N
     blob = db.get(Blob, _check_hash(sha256))
     if blob is None:
         return Response(None, status_code=404)
-    return Response(None, status_code=200, headers={"Content-Length": str(blob.size)}, media_type=blob.content_type)
+    return Response(None, status_code=200, headers={"X-Blob-Size": str(blob.size), "X-Blob-Type": blob.content_type})
 
 
 @get("/blobs/{sha256:str}", operation_id="syncGetBlob", sync_to_thread=True)
