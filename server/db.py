@@ -101,12 +101,15 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
-def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+def bulk_insert(
+    connection: Connection, table: Table, rows: list[dict[str, Any]], *, memo: dict[datetime, str] | None = None
+) -> None:
     """Insert many rows (dicts with the same keys) with one driver-level executemany.
 
     SQLAlchemy's per-value bind processing costs more than SQLite's own insert for a city
     export, so values are converted here once per column, exactly as the column types
-    would store them (UTC datetimes, JSON text on SQLite, `Json` on PostgreSQL).
+    would store them (UTC datetimes, JSON text on SQLite, `Json` on PostgreSQL). Pass one
+    `memo` to the inserts of one batch: its rows share instants across tables.
     """
     if not rows:
         return
@@ -125,7 +128,7 @@ def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]
     sql = f"INSERT INTO {table.name} ({quoted}) VALUES ({', '.join([mark] * len(names))})"  # noqa: S608
     if dialect == "sqlite":
         # Rows of one batch share many instants (the batch's "now" in five columns).
-        memo: dict[datetime, str] = {}
+        memo = {} if memo is None else memo
         conversions = [
             (position, _memoised(memo) if convert is _sqlite_datetime else convert)
             for position, convert in conversions

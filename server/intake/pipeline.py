@@ -250,6 +250,8 @@ class Pipeline:
                     }
                 )
 
+        if self.bulk:
+            self._preload_open_orders(session, {c.service_code for _, c, _, _ in pending if not c.is_closed}, ref)
         order_ids = iter(_allocate_ids(session, WorkOrder, len(pending)))
         merged_orders: dict[int, _OpenOrder] = {}
         for index, case, district_id, token in pending:
@@ -291,16 +293,17 @@ class Pipeline:
             result.outcomes.append(CaseOutcome("created", case_ids[index], order_id, token, bool(keyword)))
             result.counts["created"] += 1
 
+        memo: dict[datetime, str] = {}  # the same instants recur in cases, orders and events
         if new_orders:
-            _bulk_insert(session, WorkOrder, new_orders)
+            _bulk_insert(session, WorkOrder, new_orders, memo)
         if case_rows:
-            _bulk_insert(session, Case, case_rows)
+            _bulk_insert(session, Case, case_rows, memo)
         if contact_rows:
-            _bulk_insert(session, CaseContact, contact_rows)
+            _bulk_insert(session, CaseContact, contact_rows, memo)
         if merged_orders:
             _write_merges(session, list(merged_orders.values()), now)
         if events:
-            _bulk_insert(session, WorkOrderEvent, events)
+            _bulk_insert(session, WorkOrderEvent, events, memo)
         # Crews' devices and dispatchers' consoles hear of open work through the change feed.
         publish_orders(
             session,
@@ -414,6 +417,25 @@ class Pipeline:
         for wid, lon, lat, first, last, count, version, emergency, priority, crew_id in rows:
             x, y = ref.districts.projection.point_xy(lon, lat)
             grid.add(x, y, _OpenOrder(wid, x, y, first, last, count, version, emergency, priority, crew_id))
+
+    def _preload_open_orders(self, session: Session, codes: set[str], ref: ReferenceData) -> None:
+        """Bulk mode: the open orders of every type first seen in this batch, in one query."""
+        missing = sorted(codes - self._loaded_types)
+        if not missing:
+            return
+        self._loaded_types.update(missing)
+        for code in missing:
+            self._grid(code, float(ref.service_types[code]["duplicate_radius_m"]))
+        rows = session.exec(
+            select(
+                WorkOrder.id, WorkOrder.service_code, WorkOrder.lon, WorkOrder.lat, WorkOrder.first_reported_at,
+                WorkOrder.last_reported_at, WorkOrder.case_count, WorkOrder.version, WorkOrder.emergency,
+                WorkOrder.priority, WorkOrder.crew_id,
+            ).where(WorkOrder.service_code.in_(missing), WorkOrder.is_open)  # type: ignore[attr-defined]
+        ).all()
+        for wid, code, lon, lat, first, last, count, version, emergency, priority, crew_id in rows:
+            x, y = ref.districts.projection.point_xy(lon, lat)
+            self._grids[code].add(x, y, _OpenOrder(wid, x, y, first, last, count, version, emergency, priority, crew_id))
 
     def _remember(self, case: IncomingCase, order: dict[str, Any], ref: ReferenceData) -> None:
         stype = ref.service_types[case.service_code]
@@ -633,9 +655,11 @@ def _service_types(session: Session, codes: list[str] | None = None) -> dict[str
     return {row["code"]: dict(row) for row in session.connection().execute(query).mappings()}
 
 
-def _bulk_insert(session: Session, model: type, rows: list[dict[str, Any]]) -> None:
-    """One Core executemany: several times faster than ORM objects for a city export."""
-    bulk_insert(session.connection(), model.__table__, rows)  # type: ignore[attr-defined]
+def _bulk_insert(
+    session: Session, model: type, rows: list[dict[str, Any]], memo: dict[datetime, str] | None = None
+) -> None:
+    """One driver-level executemany: several times faster than ORM objects for an export."""
+    bulk_insert(session.connection(), model.__table__, rows, memo=memo)  # type: ignore[attr-defined]
 
 
 def _allocate_ids(session: Session, model: type, count: int) -> list[int]:

@@ -36,7 +36,6 @@ class PushMachine(RuleBasedStateMachine):
         self.sent: dict[tuple[str, int], Mutation] = {}
         self.acked = dict.fromkeys(self.clients, 0)  # what each client has been told
         self.server_seq = dict.fromkeys(self.clients, 0)  # what the server had committed
-        self.statuses: dict[tuple[str, int], str] = {}
         with write_session(self.db) as session:
             session.add(ToyTicket(id=self.ticket, crew="a"))
 
@@ -76,7 +75,7 @@ class PushMachine(RuleBasedStateMachine):
                                                            self.acked[client_id] + 1)]
         response = self._send(client_id, old)
         assert [r.status for r in response.results] == ["duplicate"] * len(old)
-        assert [r.original_status for r in response.results] == [self.statuses[client_id, m.seq] for m in old]
+        assert [r.original_status for r in response.results] == [self._expected(client_id, m.seq) for m in old]
 
     @rule(client=st.integers(0, 2))
     def server_crashes_before_commit(self, client: int) -> None:
@@ -97,11 +96,13 @@ class PushMachine(RuleBasedStateMachine):
         self.acked[client_id] = response.last_seq
         for result in response.results:
             status = result.original_status if result.status == "duplicate" else result.status
-            assert status == EXPECTED.get(self.kind[client_id, result.seq], "rejected"), result
-            self.statuses[client_id, result.seq] = status
+            assert status == self._expected(client_id, result.seq), result
         self.outbox[client_id] = [m for m in self.outbox[client_id] if m.seq > response.last_seq]
         if response.expected_seq is not None:  # resend from there: the outbox starts there
             assert response.expected_seq == response.last_seq + 1 == self.outbox[client_id][0].seq
+
+    def _expected(self, client_id: str, seq: int) -> str:
+        return EXPECTED.get(self.kind[client_id, seq], "rejected")
 
     # -- the server's state ---------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class PushMachine(RuleBasedStateMachine):
                [(c, s) for c in sorted(self.clients) for s in range(1, last.get(c, 0) + 1)]
         for client_id, seq, mid, status in stored:
             mutation, kind = self.sent[client_id, seq], self.kind[client_id, seq]
-            assert mid == mutation.mid and status == EXPECTED.get(kind, "rejected")
+            assert mid == mutation.mid and status == self._expected(client_id, seq)
             assert notes.get(f"{client_id}-{seq}", 0) == (kind == "ok")
             assert conflicts.count((client_id, seq)) == (kind == "conflict")
             if status == "rejected":

@@ -1,0 +1,351 @@
+"""The PWA's offline sync client (pwa/sync/) in real Chromium against a real server.
+
+The server is really stopped for the offline part (no network emulation): edits made
+while it is down wait in IndexedDB, survive closing the page, and are applied exactly
+once and in order when the server is back on the same port — even when the answer to
+the first push is lost on the way.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import struct
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, Route, expect
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from server.auth.users import create_crew, create_user
+from server.db import write_session
+from server.intake.importer import import_file
+from server.models import Blob, WorkOrder, WorkOrderEvent
+from server.settings import Settings
+from server.workorders.changes import Actor, assign
+from sync.models import SyncClient, SyncMutation, SyncRejection
+from tests.conftest import DATA, LiveServer, load_city_areas
+
+pytestmark = pytest.mark.browser
+
+LA_FILE = DATA / "la/records/la_myla311_2020-01-01_2020-01-03.csv.gz"
+USERNAME = "crew.sync"
+PASSWORD = "offline-edits-never-get-lost"
+SYNC_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Seeded:
+    crew_id: int
+    other_crew_id: int
+    mine: list[int]  # open work orders assigned to the signed-in crew
+    theirs: int  # an open work order of another crew
+
+
+@pytest.fixture(scope="module")
+def seeded(engine: Engine, settings: Settings) -> Seeded:
+    load_city_areas(engine, "la")
+    import_file(engine, LA_FILE, settings=settings.intake)
+    actor = Actor(None, "test", "api")
+    with write_session(engine) as session:
+        crew = create_crew(session, name="Sync crew")
+        other = create_crew(session, name="Other crew")
+        assert crew.id is not None and other.id is not None
+        create_user(session, username=USERNAME, password=PASSWORD, role="crew", crew_id=crew.id)
+        orders = session.exec(
+            select(WorkOrder)
+            .where(WorkOrder.is_open, WorkOrder.crew_id.is_(None), WorkOrder.deleted_at.is_(None))  # type: ignore[union-attr]
+            .order_by(WorkOrder.id)  # type: ignore[arg-type]
+            .limit(6)
+        ).all()
+        assert len(orders) == 6, "the LA file should give at least 6 open work orders"
+        for order in orders[:5]:
+            assign(session, order, crew_id=crew.id, actor=actor)
+        assign(session, orders[5], crew_id=other.id, actor=actor)
+        ids = [order.id for order in orders]
+        return Seeded(crew.id, other.id, ids[:5], ids[5])  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def server(seeded: Seeded, settings: Settings) -> Iterator[LiveServer]:
+    """A server of this module's own: the tests stop and restart it."""
+    live = LiveServer(settings)
+    live.start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def running(server: LiveServer) -> LiveServer:
+    if server.process is None or server.process.poll() is not None:
+        server.start()
+    return server
+
+
+@pytest.fixture
+def context(browser):  # type: ignore[no-untyped-def]
+    context = browser.new_context()
+    yield context
+    context.close()
+
+
+# -- page helpers ----------------------------------------------------------------------------
+
+
+def open_page(context, server: LiveServer) -> Page:  # type: ignore[no-untyped-def]
+    page = context.new_page()
+    page.goto(server.url + "/sync-test.html")
+    expect(page).to_have_title("Fieldwork sync check")
+    return page
+
+
+def sign_in(page: Page) -> None:
+    page.get_by_label("Username").fill(USERNAME)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#signed-in-as")).to_have_text(f"Signed in as {USERNAME}.")
+
+
+def order_row(page: Page, order_id: int):  # type: ignore[no-untyped-def]
+    return page.locator(f'#orders tr[data-id="{order_id}"]')
+
+
+def unsynced(page: Page):  # type: ignore[no-untyped-def]
+    return page.locator("#unsynced-count")
+
+
+def queue_note(page: Page, order_id: int, text: str) -> None:
+    page.get_by_label("Work order id").fill(str(order_id))
+    page.get_by_label("Kind of edit").select_option("note")
+    page.get_by_label("Note text, or new status").fill(text)
+    page.get_by_role("button", name="Queue edit").click()
+    expect(page.locator("#edit-result")).to_have_text(re.compile(rf"^Queued edit #\d+ for work order {order_id}\.$"))
+    expect(page.get_by_label("Note text, or new status")).to_have_value("")
+
+
+def pending_edits(page: Page) -> list[dict[str, Any]]:
+    return page.evaluate("window.fieldworkSync.outbox.pendingEdits()")  # type: ignore[no-any-return]
+
+
+def client_id(page: Page) -> str:
+    return page.evaluate("""async () => {
+        const { readMeta } = await import("/sync/db.js");
+        return (await readMeta(["client_id"])).client_id;
+    }""")  # type: ignore[no-any-return]
+
+
+def primed(page: Page, seeded: Seeded) -> None:
+    for order_id in seeded.mine[:4]:  # the last one is reassigned away by a test
+        expect(order_row(page, order_id)).to_be_visible(timeout=SYNC_TIMEOUT_MS)
+    expect(order_row(page, seeded.theirs)).to_have_count(0)
+
+
+def aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+
+def test_edits_made_while_the_server_is_down_apply_once_and_in_order(
+    running: LiveServer, seeded: Seeded, engine: Engine, context  # type: ignore[no-untyped-def]
+) -> None:
+    server = running
+    page = open_page(context, server)
+    sign_in(page)
+    primed(page, seeded)  # signing in primes the device with the crew's jobs
+    expect(page.locator("#sync-state")).to_contain_text("Last synced")
+    expect(unsynced(page)).to_have_text("0")
+
+    # Three edits held on the device while the server is up ...
+    page.get_by_label("Sync automatically").uncheck()
+    target = seeded.mine[0]
+    marker = uuid.uuid4().hex[:8]
+    texts = [f"offline {marker} #{n}" for n in range(1, 7)]
+    for text in texts[:3]:
+        queue_note(page, target, text)
+    expect(unsynced(page)).to_have_text("3")
+
+    # ... then the server really stops: three more, and a sync that cannot reach it.
+    server.stop()
+    stopped_at = datetime.now(UTC)
+    page.get_by_label("Sync automatically").check()
+    for text in texts[3:]:
+        queue_note(page, target, text)
+    page.get_by_role("button", name="Sync now").click()
+    expect(page.locator("#sync-error")).to_contain_text("cannot reach the server", timeout=SYNC_TIMEOUT_MS)
+    expect(unsynced(page)).to_have_text("6")
+    expect(order_row(page, target).locator("td").nth(3)).to_have_text("6")  # the optimistic overlay
+    edits = pending_edits(page)
+    assert [e["args"]["text"] for e in edits] == texts
+    assert [e["seq"] for e in edits] == list(range(edits[0]["seq"], edits[0]["seq"] + 6))
+    device = client_id(page)
+    page.close()  # nothing but IndexedDB keeps the edits now
+
+    # The server comes back on the same port; the answer to the first push gets lost.
+    server.start()
+    restarted_at = datetime.now(UTC)
+    answers: list[Any] = []
+
+    def lose_the_first_answer(route: Route) -> None:
+        response = route.fetch()  # the server does receive and apply the batch
+        if not answers:
+            answers.append(("lost", response.status))
+            route.abort("connectionreset")
+            return
+        answers.append(("delivered", response.json()))
+        route.fulfill(response=response)
+
+    context.route("**/sync/v1/push", lose_the_first_answer)
+    page = open_page(context, server)
+    expect(unsynced(page)).to_have_text("0", timeout=SYNC_TIMEOUT_MS)
+    expect(order_row(page, target).locator("td").nth(3)).to_have_text("")
+    expect(page.locator("#attention li")).to_have_count(0)
+    expect(page.locator("#sync-error")).to_have_text("")
+    context.unroute("**/sync/v1/push")
+
+    assert answers[0] == ("lost", 200)
+    resent = answers[1][1]
+    assert [r["status"] for r in resent["results"]] == ["duplicate"] * 6
+    assert {r["original_status"] for r in resent["results"]} == {"applied"}
+
+    with Session(engine) as session:
+        notes = [
+            event for event in session.exec(
+                select(WorkOrderEvent)
+                .where(WorkOrderEvent.work_order_id == target, WorkOrderEvent.kind == "note")
+                .order_by(WorkOrderEvent.id)  # type: ignore[arg-type]
+            ).all()
+            if marker in (event.data or {}).get("text", "")
+        ]
+        applied = session.exec(
+            select(SyncMutation).where(SyncMutation.client_id == device).order_by(SyncMutation.seq)  # type: ignore[arg-type]
+        ).all()
+        registered = session.get(SyncClient, device)
+    # Each edit exactly once, in the order it was made, with the device's ids and times.
+    assert [n.data["text"] for n in notes] == texts  # type: ignore[index]
+    assert [n.uid for n in notes] == [e["args"]["uid"] for e in edits]
+    assert all(n.channel == "sync" for n in notes)
+    for note, edit in zip(notes, edits, strict=True):
+        assert aware(note.occurred_at) == datetime.fromisoformat(edit["device_ts"])
+    assert all(stopped_at <= aware(n.occurred_at) < restarted_at for n in notes[3:])
+    assert all(aware(n.recorded_at) >= restarted_at for n in notes)
+    assert [(m.seq, m.mid, m.status) for m in applied] == [(e["seq"], e["mid"], "applied") for e in edits]
+    assert registered is not None and registered.last_seq == edits[-1]["seq"]
+
+    # After the pull the device shows the server's own copy of the notes.
+    synced_texts = page.evaluate(
+        f"""async () => (await window.fieldworkSync.outbox.getWorkOrder({target}))
+              .events.filter((e) => e.kind === "note").map((e) => e.data.text)"""
+    )
+    assert [t for t in synced_texts if marker in t] == texts
+
+
+def test_a_rejected_edit_is_kept_in_needs_attention(
+    running: LiveServer, seeded: Seeded, engine: Engine, context  # type: ignore[no-untyped-def]
+) -> None:
+    page = open_page(context, running)
+    sign_in(page)
+    primed(page, seeded)
+
+    queue_note(page, seeded.theirs, "a note for another crew's job")  # sent at once (automatic)
+    attention = page.locator("#attention li")
+    expect(attention).to_have_count(1, timeout=SYNC_TIMEOUT_MS)
+    expect(attention).to_contain_text("is not assigned to your crew")
+    expect(attention).to_contain_text("a note for another crew's job")
+    expect(page.locator("#attention-count")).to_have_text("1")
+    expect(unsynced(page)).to_have_text("0")
+    mid = attention.get_attribute("data-mid")
+
+    page.reload()  # kept on the device, not only on the screen
+    expect(page.locator("#attention li")).to_have_count(1)
+    expect(page.locator(f'#attention li[data-mid="{mid}"]')).to_be_visible()
+
+    with Session(engine) as session:
+        rejection = session.exec(select(SyncRejection).where(SyncRejection.mid == mid)).one()
+        assert rejection.name == "note" and rejection.args["work_order_id"] == seeded.theirs  # type: ignore[index]
+        uid = rejection.args["uid"]  # type: ignore[index]
+        assert session.exec(select(WorkOrderEvent).where(WorkOrderEvent.uid == uid)).first() is None
+
+
+def test_a_reassigned_job_leaves_the_device_only_after_its_edits_are_acknowledged(
+    running: LiveServer, seeded: Seeded, engine: Engine, context  # type: ignore[no-untyped-def]
+) -> None:
+    page = open_page(context, running)
+    sign_in(page)
+    primed(page, seeded)
+    job = seeded.mine[-1]
+    page.get_by_label("Sync automatically").uncheck()
+    queue_note(page, job, "made while the job was still ours")
+    expect(unsynced(page)).to_have_text("1")
+
+    with write_session(engine) as session:
+        order = session.get(WorkOrder, job)
+        assert order is not None
+        assign(session, order, crew_id=seeded.other_crew_id, actor=Actor(None, "dispatcher:test", "api"))
+
+    result = page.evaluate("window.fieldworkSync.client.pull().then((r) => ({ ok: r.ok }))")
+    assert result == {"ok": True}
+    # Evicted, but an edit for it still waits: the job stays, marked as leaving.
+    expect(order_row(page, job).locator("td").nth(3)).to_have_text("1 (leaving after sync)")
+
+    page.get_by_role("button", name="Sync now").click()
+    expect(unsynced(page)).to_have_text("0", timeout=SYNC_TIMEOUT_MS)
+    expect(order_row(page, job)).to_have_count(0)
+    expect(page.locator("#attention li")).to_have_count(0)
+    with Session(engine) as session:
+        notes = session.exec(
+            select(WorkOrderEvent).where(WorkOrderEvent.work_order_id == job, WorkOrderEvent.kind == "note")
+        ).all()
+    assert [n.data["text"] for n in notes] == ["made while the job was still ours"]  # type: ignore[index]
+
+
+def tiny_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x80\x00")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_a_photo_is_uploaded_before_the_edit_that_refers_to_it(
+    running: LiveServer, seeded: Seeded, engine: Engine, context  # type: ignore[no-untyped-def]
+) -> None:
+    page = open_page(context, running)
+    sign_in(page)
+    primed(page, seeded)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(f"{r.method} {r.url.split('/sync/v1/')[-1]}")
+            if "/sync/v1/" in r.url and "events" not in r.url else None)
+    png = tiny_png()
+    record = page.evaluate(
+        """async ([data, orderId]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const file = new File([bytes], "pothole.png", { type: "image/png" });
+            return window.fieldworkSync.outbox.queuePhoto(file, { work_order_id: orderId, caption: "before" });
+        }""",
+        [base64.b64encode(png).decode(), seeded.mine[1]],
+    )
+    expect(unsynced(page)).to_have_text("0", timeout=SYNC_TIMEOUT_MS)
+    sha = record["args"]["sha256"]
+    uploads = [i for i, r in enumerate(requests) if r.endswith(f"blobs/{sha}") and r.startswith("PUT")]
+    pushes = [i for i, r in enumerate(requests) if r == "POST push"]
+    assert uploads and pushes and uploads[0] < pushes[0]
+    stored = page.evaluate(f"""async () => {{
+        const {{ transaction, get }} = await import("/sync/db.js");
+        const blob = await transaction(["blobs"], "readonly", (tx) => get(tx, "blobs", "{sha}"));
+        return {{ uploaded: blob.uploaded, isBuffer: blob.data instanceof ArrayBuffer, size: blob.size }};
+    }}""")
+    assert stored == {"uploaded": True, "isBuffer": True, "size": len(png)}
+    with Session(engine) as session:
+        blob = session.get(Blob, sha)
+        assert blob is not None and bytes(blob.data) == png
+        photo = session.exec(select(WorkOrderEvent).where(WorkOrderEvent.uid == record["args"]["uid"])).one()
+    assert photo.kind == "photo" and photo.data == {"sha256": sha, "caption": "before"}
