@@ -83,9 +83,9 @@ class SyncEngine:
         results: list[MutationResult] = []
         expected: int | None = None
         for mutation in request.mutations:
-            if mutation.seq < client.last_seq:
+            if mutation.seq <= client.last_seq:
                 results.append(self._duplicate(session, client, mutation, stored.get(mutation.seq), now))
-            elif mutation.seq in (client.last_seq, client.last_seq + 1):
+            elif mutation.seq == client.last_seq + 1:
                 results.append(self._apply(session, client, actor, mutation, now))
                 client.last_seq = mutation.seq
             else:

@@ -6,11 +6,17 @@ Readers walk the rows of their scopes in (txid, id) order, strictly after their 
 Why not just `ORDER BY id`? On PostgreSQL ids come from a sequence when a row is inserted,
 not when its transaction commits: a transaction that took id 10 may commit after one that
 took id 11, and a reader that has already moved past 11 would never see 10. So every row
-also stores its transaction id (`pg_current_xact_id()`), and a reader only takes rows whose
-txid is below the oldest transaction still running (the xmin of the statement's own
-snapshot, computed in the same statement): those transactions have all ended, so no row
-can still appear below the cursor. A transaction still running holds back everything from
-its txid up until it ends; a long-running writer delays the feed but never loses a change.
+also stores its transaction id (`pg_current_xact_id()`, see models.current_txid), and a
+reader only takes rows whose txid is below a horizon computed from the statement's own
+snapshot, in the same statement: the oldest transaction still running (the snapshot's
+xmin). Every transaction below it has ended, and any new one gets a higher txid, so no row
+can still appear behind the cursor. A transaction still running holds back everything
+from its txid up until it ends: a long writer delays the feed but never loses a change.
+
+One refinement: xmin counts every database of the cluster, and a transaction connected to
+another database cannot write our rows, so the horizon skips running txids that
+`pg_stat_activity` shows belonging to another database (ours, our own and unknown ones
+still count). Another application's long transaction then does not stall this feed.
 
 On SQLite there is a single writer: ids are handed out and committed in the same order, and
 txid stays 0. The cursor is "v1.<txid>.<id>", opaque to clients.
@@ -34,8 +40,13 @@ __all__ = ["FeedRow", "current_cursor", "read_feed", "record_change", "record_ch
 Op = Literal["upsert", "delete", "evict"]
 OPS = frozenset({"upsert", "delete", "evict"})
 _CHANGES = SyncChange.__table__  # type: ignore[attr-defined]
-_PG_TXID = literal_column("pg_current_xact_id()::text::bigint")
-_PG_XMIN = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+_PG_HORIZON = literal_column("""(
+    SELECT least(min(running.txid), pg_current_xact_id_if_assigned()::text::bigint,
+                 pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+    FROM (SELECT xip::text::bigint AS txid FROM pg_snapshot_xip(pg_current_snapshot()) AS xip) AS running
+    WHERE running.txid % 4294967296 NOT IN (
+        SELECT backend_xid::text::bigint FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()))""")
 _CURSOR = re.compile(r"v1\.(\d{1,18})\.(\d{1,18})")
 
 
@@ -67,11 +78,7 @@ def record_changes(session: Session, rows: Iterable[tuple[str, str | int, Op, st
                        "version": version, "recorded_at": now})
     if not params:
         return
-    connection = session.connection()
-    statement = insert(_CHANGES)
-    if connection.dialect.name == "postgresql":
-        statement = statement.values(txid=_PG_TXID)
-    connection.execute(statement, params)
+    session.connection().execute(insert(_CHANGES), params)  # txid: see current_txid
 
 
 def read_feed(session: Session, *, scopes: Sequence[str], cursor: str | None,
@@ -80,6 +87,8 @@ def read_feed(session: Session, *, scopes: Sequence[str], cursor: str | None,
 
     UnknownCursor for a cursor that is malformed or points past the end of this feed.
     """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
     after = parse_cursor(cursor)
     if not scopes:
         return [], encode_cursor(*after), False
@@ -92,7 +101,7 @@ def read_feed(session: Session, *, scopes: Sequence[str], cursor: str | None,
     )
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        query = query.where(c.txid < _PG_XMIN)
+        query = query.where(c.txid < _PG_HORIZON)
     rows = [FeedRow(*row) for row in connection.execute(query)]
     if not rows and after[1] > (connection.execute(select(func.max(c.id))).scalar() or 0):
         raise UnknownCursor("this cursor is past the end of the feed (another or a restored "
@@ -110,7 +119,7 @@ def current_cursor(session: Session, scopes: Sequence[str]) -> str:
     query = select(c.txid, c.id).where(c.scope.in_(list(scopes))).order_by(c.txid.desc(), c.id.desc()).limit(1)
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        query = query.where(c.txid < _PG_XMIN)
+        query = query.where(c.txid < _PG_HORIZON)
     row = connection.execute(query).first() if scopes else None
     return encode_cursor(*row) if row else encode_cursor(0, 0)
 

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
 from sqlmodel import Field, SQLModel
 
 __all__ = ["SyncChange", "SyncClient", "SyncConflict", "SyncMutation", "SyncRejection"]
@@ -17,6 +19,27 @@ __all__ = ["SyncChange", "SyncClient", "SyncConflict", "SyncMutation", "SyncReje
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class current_txid(FunctionElement):  # noqa: N801  (an SQL function)
+    """The writing transaction's id on PostgreSQL, 0 elsewhere: the feed row's `txid`.
+
+    An insert-time default (not a DDL default), so migrations stay the same on both
+    databases while every insert, ORM or Core, one row or many, gets the right value.
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(current_txid)
+def _txid_elsewhere(element: current_txid, compiler: Any, **kw: Any) -> str:
+    return "0"
+
+
+@compiles(current_txid, "postgresql")
+def _txid_postgresql(element: current_txid, compiler: Any, **kw: Any) -> str:
+    return "pg_current_xact_id()::text::bigint"
 
 
 def _json() -> Any:
@@ -70,7 +93,8 @@ class SyncChange(SQLModel, table=True):
         default=None,
         sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     )
-    txid: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    txid: int | None = Field(default=None, sa_column=Column(
+        BigInteger, nullable=False, server_default="0", default=current_txid()))
     scope: str = Field(max_length=120)
     entity: str = Field(max_length=64)
     entity_id: str = Field(max_length=64)

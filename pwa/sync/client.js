@@ -14,7 +14,7 @@ import {
   count, countFromIndex, del, get, getAll, getAllFromIndex, getMeta, put, readMeta, request,
   setMeta, transaction,
 } from "./db.js";
-import { outboxEvents, pendingEdits } from "./outbox.js";
+import { liveOverlay, outboxEvents, pendingEdits } from "./outbox.js";
 
 export const SCHEMA_VERSION = 1;
 export const APP_VERSION = "fieldwork-pwa/0.1.0";
@@ -29,7 +29,7 @@ const REQUEST_TIMEOUT_MS = 30_000;
  * Why a sync stopped. `kind`:
  *   offline      no answer, a 5xx or a 429: retried by itself with backoff
  *   auth         401: sign in again (nothing is lost meanwhile)
- *   forbidden    403: this device's queue belongs to another user
+ *   forbidden    403: the client id is bound to another user, or the account may not sync
  *   unsupported  409: the server wants a newer app
  *   refused      the server cannot read an edit (it stays in the outbox, needs attention)
  *   other_user   sign-in refused: another user's edits are still unsynced on this device
@@ -73,8 +73,9 @@ function retryAfter(response) {
 async function errorDetail(response) {
   try {
     const body = await response.json();
+    const field = body.field ? ` (${body.field})` : "";
     const extra = body.extra ? ` ${JSON.stringify(body.extra)}` : "";
-    return `${body.detail || body.message || response.statusText}${extra}`;
+    return `${body.detail || body.message || response.statusText}${field}${extra}`;
   } catch {
     return response.statusText || `HTTP ${response.status}`;
   }
@@ -108,6 +109,7 @@ export class SyncClient extends EventTarget {
     };
     this._running = null;
     this._again = false;
+    this._againAsked = false;
     this._inPageLock = false;
     this._failures = 0;
     this._retryTimer = null;
@@ -212,6 +214,9 @@ export class SyncClient extends EventTarget {
       throw new SyncError(`sign-in failed: ${await errorDetail(response)}`, { status: response.status });
     }
     const { token, expires_at: expiresAt, user } = await response.json();
+    if (user.role !== "crew") {
+      throw new SyncError("this app syncs a crew's jobs: sign in with a crew member's account", { kind: "auth" });
+    }
     await transaction(["meta", "outbox", "work_orders", "reference"], "readwrite", async (tx) => {
       const previous = await getMeta(tx, "client_user");
       if (previous && previous.id !== user.id) {
@@ -253,16 +258,18 @@ export class SyncClient extends EventTarget {
 
   _trigger(reason) {
     if (!this._started || this._state.paused || this._state.needsSignIn) return;
-    this.syncNow({ reason });
+    this.syncNow({ reason, automatic: true });
   }
 
   /**
    * Push, then pull. Never rejects: resolves {ok: true} or {ok: false, error}. A call while a
-   * sync runs makes that sync go round once more (edits queued meanwhile are sent too).
+   * sync runs makes that sync go round once more (edits queued meanwhile are sent too);
+   * an automatic one only while automatic sync is on.
    */
-  syncNow({ reason = "button" } = {}) {
+  syncNow({ reason = "button", automatic = false } = {}) {
     if (this._running) {
       this._again = true;
+      if (!automatic) this._againAsked = true;
       return this._running;
     }
     this._running = (async () => {
@@ -270,8 +277,9 @@ export class SyncClient extends EventTarget {
       try {
         do {
           this._again = false;
+          this._againAsked = false;
           outcome = await this._exclusive(() => this._syncOnce(reason));
-        } while (this._again && outcome.ok);
+        } while (outcome.ok && this._again && (this._againAsked || !this._state.paused));
       } finally {
         this._running = null;
       }
@@ -411,7 +419,7 @@ export class SyncClient extends EventTarget {
 
   async _push(session) {
     let limit = MAX_BATCH;
-    for (let round = 0; ; round += 1) {
+    for (;;) {
       const edits = await pendingEdits();
       if (edits.length === 0) return;
       const batch = [];
@@ -442,7 +450,7 @@ export class SyncClient extends EventTarget {
       }
       if (response.status === 403) {
         await this._mark(batch.map((b) => b.edit.id), { state: "pending" });
-        throw new SyncError("this device's edits belong to another user: sign in as them", { kind: "forbidden", status: 403 });
+        throw new SyncError(`the server refuses this device's edits: ${await errorDetail(response)}`, { kind: "forbidden", status: 403 });
       }
       if (response.status === 409) {
         await this._mark(batch.map((b) => b.edit.id), { state: "pending" });
@@ -456,7 +464,6 @@ export class SyncClient extends EventTarget {
       if (!progress) {
         throw new SyncError("the server acknowledged nothing: will retry", { kind: "server" });
       }
-      if (round > 10_000) throw new SyncError("push loop did not finish", { kind: "server" });
     }
   }
 
@@ -499,7 +506,9 @@ export class SyncClient extends EventTarget {
             await put(tx, "attention", {
               mid: record.mid, seq: record.seq, name: record.name, args: record.args,
               device_ts: record.device_ts, work_order_id: record.work_order_id,
-              status: outcome, delivery: result.status, reason: result.reason || "kept for review by a dispatcher",
+              status: outcome, delivery: result.status, reason: result.reason || (outcome === "conflict"
+                ? "the server kept its own value; yours is kept for a dispatcher to review"
+                : "kept for a dispatcher to review"),
               result: result.result ?? null, server_version: result.server_version ?? null,
               answered_at: answeredAt,
             });
@@ -509,6 +518,7 @@ export class SyncClient extends EventTarget {
           progress = true;
         } else if (result || record.seq <= lastSeq) {
           await del(tx, "outbox", record.id); // applied or seen before: done
+          await this._ackOverlay(tx, record, result?.server_version ?? null);
           progress = true;
         } else if (record.state === "sent") {
           record.state = "pending"; // past a gap: not looked at, sent again
@@ -543,6 +553,17 @@ export class SyncClient extends EventTarget {
     return true;
   }
 
+  /** An applied edit stays on the screen until a pull brings the version it made. */
+  async _ackOverlay(tx, record, serverVersion) {
+    if (!record.work_order_id) return;
+    const order = await get(tx, "work_orders", record.work_order_id);
+    const entry = order?.pending?.find((p) => p.mid === record.mid);
+    if (!entry) return;
+    entry.acked = true;
+    entry.server_version = serverVersion;
+    await put(tx, "work_orders", order);
+  }
+
   async _dropOverlay(tx, record) {
     if (!record.work_order_id) return;
     const order = await get(tx, "work_orders", record.work_order_id);
@@ -568,7 +589,7 @@ export class SyncClient extends EventTarget {
         continue;
       }
       if (response.status === 403) {
-        throw new SyncError("this device's sync belongs to another user: sign in as them", { kind: "forbidden", status: 403 });
+        throw new SyncError(`the server refuses to send this device's jobs: ${await errorDetail(response)}`, { kind: "forbidden", status: 403 });
       }
       if (!response.ok) {
         throw new SyncError(`pull failed: HTTP ${response.status} ${await errorDetail(response)}`, { status: response.status });
@@ -592,11 +613,12 @@ export class SyncClient extends EventTarget {
           if (upsert) {
             seen.add(id);
             const unsent = new Set((await getAllFromIndex(tx, "outbox", "work_order_id", id)).map((r) => r.mid));
-            await put(tx, "work_orders", {
+            const record = {
               id, version: change.version ?? change.data.version ?? null, data: change.data,
-              pending: (existing?.pending || []).filter((p) => unsent.has(p.mid)),
-              received_at: new Date().toISOString(),
-            });
+              pending: existing?.pending || [], received_at: new Date().toISOString(),
+            };
+            record.pending = liveOverlay(record, unsent);
+            await put(tx, "work_orders", record);
           } else {
             seen.delete(id);
             await this._leave(tx, existing, change.op === "delete" ? "delete" : "evict");
@@ -634,7 +656,7 @@ export class SyncClient extends EventTarget {
     });
   }
 
-  /** After push and pull: drop overlays of acknowledged edits, let removed jobs go. */
+  /** After push and pull: drop overlays the server view has caught up with, let removed jobs go. */
   _sweep() {
     return transaction(["work_orders", "outbox"], "readwrite", async (tx) => {
       const unsent = new Map();
@@ -648,7 +670,7 @@ export class SyncClient extends EventTarget {
           await del(tx, "work_orders", order.id);
           continue;
         }
-        const pending = (order.pending || []).filter((p) => mids.has(p.mid));
+        const pending = liveOverlay(order, mids);
         if (pending.length !== (order.pending || []).length) {
           order.pending = pending;
           await put(tx, "work_orders", order);

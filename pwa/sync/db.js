@@ -92,7 +92,7 @@ export async function transaction(storeNames, mode, body) {
       reject(error);
     };
     tx.oncomplete = () => { if (!failed) resolve(result); };
-    tx.onerror = () => fail(tx.error);
+    tx.onerror = (event) => fail(event.target.error || tx.error);
     tx.onabort = () => fail(tx.error || new DOMException("transaction aborted", "AbortError"));
     try {
       Promise.resolve(body(tx)).then((value) => { result = value; }, fail);

@@ -13,7 +13,7 @@ export const MUTATIONS = {
   photo: ["work_order_id", "uid", "sha256"],
   material: ["work_order_id", "uid", "item", "quantity"],
   time: ["work_order_id", "uid", "minutes"],
-  notes: ["work_order_id", "text", "base_version"],
+  notes: ["work_order_id", "text"], // base_version: given, or the version the device shows
   request: ["work_order_id", "field", "value", "reason"],
 };
 const FACTS = new Set(["note", "photo", "material", "time"]);
@@ -60,14 +60,19 @@ async function enqueue(tx, name, args, optimistic) {
     state: "pending",
     attempts: 0,
   };
+  const order = await get(tx, "work_orders", record.work_order_id);
+  if (name === "notes" && (args.base_version === undefined || args.base_version === null)) {
+    // The version the crew saw: the server's, plus its own notes edits still on the way
+    // (each of which the server will count when it applies it).
+    if (!order) throw new TypeError("notes needs base_version for a work order not on this device");
+    const queued = await getAllFromIndex(tx, "outbox", "work_order_id", record.work_order_id);
+    const mine = new Set([...(order.pending || []), ...queued].filter((e) => e.name === "notes").map((e) => e.mid));
+    record.args = args = { ...args, base_version: (order.data?.notes_version ?? 0) + mine.size };
+  }
   record.id = await add(tx, "outbox", record);
-  if (optimistic) {
-    const order = await get(tx, "work_orders", record.work_order_id);
-    if (order) {
-      order.pending = [...(order.pending || []),
-        { mid: record.mid, seq, name, args, device_ts: record.device_ts }];
-      await put(tx, "work_orders", order);
-    }
+  if (optimistic && order) {
+    order.pending = [...(order.pending || []), { mid: record.mid, seq, name, args, device_ts: record.device_ts }];
+    await put(tx, "work_orders", order);
   }
   return record;
 }
@@ -140,18 +145,31 @@ export function needsAttention() {
   });
 }
 
+/**
+ * Which overlay entries of a work order `record` still count: edits still in the outbox
+ * (`unsent`: a Set of mids), and acknowledged edits whose effect the device's server view
+ * does not show yet (its version is below the one the push answered with; a pull can
+ * come later than the push, e.g. while PostgreSQL holds the feed back).
+ */
+export function liveOverlay(record, unsent) {
+  const version = record.version ?? record.data?.version ?? 0;
+  return (record.pending || []).filter((entry) => unsent.has(entry.mid)
+    || (entry.acked && entry.server_version !== null && entry.server_version !== undefined
+      && version < entry.server_version));
+}
+
 /** Apply the pending edits of a work order record on top of its server view. */
 export function overlay(record) {
   const view = { ...(record.data || {}), id: record.data?.id ?? Number(record.id) };
   const pending = record.pending || [];
-  view.pending_edits = pending.length;
+  view.pending_edits = pending.filter((edit) => !edit.acked).length;
   view.pending_facts = [];
   for (const edit of pending) {
     const { name, args } = edit;
     if (name === "status") view.status = args.to;
     else if (name === "notes") view.notes = args.text;
     else if (FACTS.has(name)) {
-      view.pending_facts.push({ kind: name, uid: args.uid, data: args, occurred_at: edit.device_ts, pending: true });
+      view.pending_facts.push({ kind: name, uid: args.uid, data: args, occurred_at: edit.device_ts, pending: !edit.acked });
     }
   }
   if (record.removed) view.leaving = record.removed; // leaves once its edits are acknowledged

@@ -1,12 +1,13 @@
 // The sync check page (sync-test.html): a thin screen over SyncClient and the outbox.
 
 import { SyncClient } from "./client.js";
-import { readMeta } from "./db.js";
+import * as db from "./db.js";
 import * as outbox from "./outbox.js";
 
+const { readMeta } = db;
 const $ = (id) => document.getElementById(id);
 const client = new SyncClient();
-window.fieldworkSync = { client, outbox }; // for diagnostics and browser tests
+window.fieldworkSync = { client, outbox, db }; // for diagnostics and browser tests
 
 function text(tag, value) {
   const node = document.createElement(tag);

@@ -116,7 +116,7 @@ def _held_when_made(session: Session, ctx: MutationContext, order: WorkOrder) ->
         return True
     if ctx.actor.crew_id is None:
         return False
-    made = ctx.device_ts or ctx.received_at
+    made = ctx.occurred_at  # device time, but never later than it arrived
     assert order.id is not None
     return held_at(assignment_history(session, order.id), crew_scope(ctx.actor.crew_id), made, HOLD_GRACE)
 
@@ -138,7 +138,7 @@ def apply_status(session: Session, ctx: MutationContext, args: StatusArgs) -> Ap
         return Applied(server_version=order.version, result={"status": current.value})
     if not can_transition(current, target):
         raise Rejected(f"status cannot go from {current.value} to {target.value}")
-    change_status(session, order, to=target, actor=_actor(ctx), occurred_at=ctx.device_ts,
+    change_status(session, order, to=target, actor=_actor(ctx), occurred_at=ctx.occurred_at,
                   reason=args.reason, uid=ctx.mid)
     return Applied(server_version=order.version, result={"status": order.status})
 
@@ -154,7 +154,7 @@ def _fact(kind: str, fields: tuple[str, ...]) -> Any:
             raise Rejected(f"photo {args.sha256} was not uploaded (PUT /sync/v1/blobs/{args.sha256} first)")
         values = {name: getattr(args, name) for name in fields}
         event, _ = add_fact(session, order, kind=kind, uid=args.uid, data=values, actor=_actor(ctx),
-                            occurred_at=ctx.device_ts)
+                            occurred_at=ctx.occurred_at)
         return Applied(server_version=order.version, result={"event_uid": event.uid})
 
     return apply
@@ -171,7 +171,7 @@ def apply_notes(session: Session, ctx: MutationContext, args: NotesArgs) -> Appl
         return Applied(server_version=order.version, conflicted=True,
                        result={"notes_version": order.notes_version, "kept": "server"})
     set_notes(session, order, text=args.text, base_version=args.base_version, actor=_actor(ctx),
-              occurred_at=ctx.device_ts, uid=ctx.mid)
+              occurred_at=ctx.occurred_at, uid=ctx.mid)
     return Applied(server_version=order.version, result={"notes_version": order.notes_version})
 
 

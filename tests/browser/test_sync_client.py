@@ -11,16 +11,19 @@ from __future__ import annotations
 import base64
 import re
 import struct
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, Route, expect
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
 from server.auth.users import create_crew, create_user
@@ -28,8 +31,8 @@ from server.db import write_session
 from server.intake.importer import import_file
 from server.models import Blob, WorkOrder, WorkOrderEvent
 from server.settings import Settings
-from server.workorders.changes import Actor, assign
-from sync.models import SyncClient, SyncMutation, SyncRejection
+from server.workorders.changes import Actor, assign, set_notes
+from sync.models import SyncClient, SyncConflict, SyncMutation, SyncRejection
 from tests.conftest import DATA, LiveServer, load_city_areas
 
 pytestmark = pytest.mark.browser
@@ -90,9 +93,14 @@ def running(server: LiveServer) -> LiveServer:
 
 @pytest.fixture
 def context(browser):  # type: ignore[no-untyped-def]
+    """A fresh browser profile (its own IndexedDB, so its own sync client id); fails the
+    test on any uncaught error or unhandled rejection in its pages."""
     context = browser.new_context()
+    errors: list[str] = []
+    context.on("page", lambda page: page.on("pageerror", lambda error: errors.append(str(error))))
     yield context
     context.close()
+    assert errors == []
 
 
 # -- page helpers ----------------------------------------------------------------------------
@@ -100,8 +108,14 @@ def context(browser):  # type: ignore[no-untyped-def]
 
 def open_page(context, server: LiveServer) -> Page:  # type: ignore[no-untyped-def]
     page = context.new_page()
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.url.endswith(".js") and not r.ok else None)
     page.goto(server.url + "/sync-test.html")
     expect(page).to_have_title("Fieldwork sync check")
+    try:
+        page.wait_for_function("() => window.fieldworkSync !== undefined", timeout=10_000)
+    except PlaywrightError:
+        pytest.fail(f"the sync modules did not load: {failed}")
     return page
 
 
@@ -129,21 +143,60 @@ def queue_note(page: Page, order_id: int, text: str) -> None:
     expect(page.get_by_label("Note text, or new status")).to_have_value("")
 
 
+def hold_edits(page: Page) -> None:
+    """Automatic sync off, and no sync still running: edits stay on the device until
+    "Sync now"."""
+    page.get_by_label("Sync automatically").uncheck()
+    expect(page.locator("body")).to_have_attribute("data-syncing", "false")
+
+
 def pending_edits(page: Page) -> list[dict[str, Any]]:
     return page.evaluate("window.fieldworkSync.outbox.pendingEdits()")  # type: ignore[no-any-return]
 
 
 def client_id(page: Page) -> str:
-    return page.evaluate("""async () => {
-        const { readMeta } = await import("/sync/db.js");
-        return (await readMeta(["client_id"])).client_id;
-    }""")  # type: ignore[no-any-return]
+    return page.evaluate(
+        "window.fieldworkSync.db.readMeta(['client_id']).then((m) => m.client_id)"
+    )  # type: ignore[no-any-return]
 
 
 def primed(page: Page, seeded: Seeded) -> None:
     for order_id in seeded.mine[:4]:  # the last one is reassigned away by a test
         expect(order_row(page, order_id)).to_be_visible(timeout=SYNC_TIMEOUT_MS)
     expect(order_row(page, seeded.theirs)).to_have_count(0)
+
+
+def pull_until(page: Page, predicate: str, timeout_s: float = 30) -> Any:
+    """Pull until the JS `predicate` (an async function) returns something truthy.
+
+    A pull may come back without a change that has committed: on PostgreSQL the change feed
+    holds back everything after a transaction still running anywhere on the server (other
+    test databases included) until it ends. Later pulls bring it; a client keeps pulling.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert page.evaluate("window.fieldworkSync.client.pull().then((r) => r.ok)")
+        value = page.evaluate(predicate)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"no pull brought what {predicate!r} waits for"
+        page.wait_for_timeout(200)
+
+
+@contextmanager
+def feed_held_back(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, keep a writing transaction open: pulls bring nothing that commits
+    meanwhile (the feed waits for it), pushes still apply. A no-op on SQLite."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(text("SELECT pg_current_xact_id()"))  # takes a transaction id
+        try:
+            yield
+        finally:
+            transaction.rollback()
 
 
 def aware(moment: datetime) -> datetime:
@@ -164,7 +217,7 @@ def test_edits_made_while_the_server_is_down_apply_once_and_in_order(
     expect(unsynced(page)).to_have_text("0")
 
     # Three edits held on the device while the server is up ...
-    page.get_by_label("Sync automatically").uncheck()
+    hold_edits(page)
     target = seeded.mine[0]
     marker = uuid.uuid4().hex[:8]
     texts = [f"offline {marker} #{n}" for n in range(1, 7)]
@@ -239,12 +292,13 @@ def test_edits_made_while_the_server_is_down_apply_once_and_in_order(
     assert [(m.seq, m.mid, m.status) for m in applied] == [(e["seq"], e["mid"], "applied") for e in edits]
     assert registered is not None and registered.last_seq == edits[-1]["seq"]
 
-    # After the pull the device shows the server's own copy of the notes.
-    synced_texts = page.evaluate(
-        f"""async () => (await window.fieldworkSync.outbox.getWorkOrder({target}))
-              .events.filter((e) => e.kind === "note").map((e) => e.data.text)"""
-    )
-    assert [t for t in synced_texts if marker in t] == texts
+    # A pull brings the server's own copy of the notes to the device.
+    synced_texts = pull_until(page, f"""async () => {{
+        const texts = (await window.fieldworkSync.outbox.getWorkOrder({target}))
+            .events.filter((e) => e.kind === "note" && e.data.text.includes("{marker}")).map((e) => e.data.text);
+        return texts.length === 6 && texts;
+    }}""")
+    assert synced_texts == texts
 
 
 def test_a_rejected_edit_is_kept_in_needs_attention(
@@ -281,7 +335,7 @@ def test_a_reassigned_job_leaves_the_device_only_after_its_edits_are_acknowledge
     sign_in(page)
     primed(page, seeded)
     job = seeded.mine[-1]
-    page.get_by_label("Sync automatically").uncheck()
+    hold_edits(page)
     queue_note(page, job, "made while the job was still ours")
     expect(unsynced(page)).to_have_text("1")
 
@@ -290,9 +344,8 @@ def test_a_reassigned_job_leaves_the_device_only_after_its_edits_are_acknowledge
         assert order is not None
         assign(session, order, crew_id=seeded.other_crew_id, actor=Actor(None, "dispatcher:test", "api"))
 
-    result = page.evaluate("window.fieldworkSync.client.pull().then((r) => ({ ok: r.ok }))")
-    assert result == {"ok": True}
     # Evicted, but an edit for it still waits: the job stays, marked as leaving.
+    pull_until(page, f"window.fieldworkSync.outbox.getWorkOrder({job}).then((o) => o.leaving)")
     expect(order_row(page, job).locator("td").nth(3)).to_have_text("1 (leaving after sync)")
 
     page.get_by_role("button", name="Sync now").click()
@@ -333,13 +386,15 @@ def test_a_photo_is_uploaded_before_the_edit_that_refers_to_it(
         }""",
         [base64.b64encode(png).decode(), seeded.mine[1]],
     )
-    expect(unsynced(page)).to_have_text("0", timeout=SYNC_TIMEOUT_MS)
+    # syncNow() joins a sync already running and goes round again, so this one includes the photo.
+    assert page.evaluate("window.fieldworkSync.client.syncNow().then((r) => r.ok)")
+    expect(unsynced(page)).to_have_text("0")
     sha = record["args"]["sha256"]
     uploads = [i for i, r in enumerate(requests) if r.endswith(f"blobs/{sha}") and r.startswith("PUT")]
     pushes = [i for i, r in enumerate(requests) if r == "POST push"]
     assert uploads and pushes and uploads[0] < pushes[0]
     stored = page.evaluate(f"""async () => {{
-        const {{ transaction, get }} = await import("/sync/db.js");
+        const {{ transaction, get }} = window.fieldworkSync.db;
         const blob = await transaction(["blobs"], "readonly", (tx) => get(tx, "blobs", "{sha}"));
         return {{ uploaded: blob.uploaded, isBuffer: blob.data instanceof ArrayBuffer, size: blob.size }};
     }}""")
@@ -349,3 +404,50 @@ def test_a_photo_is_uploaded_before_the_edit_that_refers_to_it(
         assert blob is not None and bytes(blob.data) == png
         photo = session.exec(select(WorkOrderEvent).where(WorkOrderEvent.uid == record["args"]["uid"])).one()
     assert photo.kind == "photo" and photo.data == {"sha256": sha, "caption": "before"}
+
+
+def test_shared_notes_edited_twice_offline_apply_and_a_lost_race_is_a_conflict(
+    running: LiveServer, seeded: Seeded, engine: Engine, context  # type: ignore[no-untyped-def]
+) -> None:
+    page = open_page(context, running)
+    sign_in(page)
+    primed(page, seeded)
+    job = seeded.mine[2]
+    hold_edits(page)
+    queue_notes = """async ([id, text]) => (await window.fieldworkSync.outbox.queueEdit(
+        "notes", { work_order_id: id, text })).args.base_version"""
+    # Two edits of the shared notes before any sync: the second builds on the first.
+    assert page.evaluate(queue_notes, [job, "first draft"]) == 0
+    assert page.evaluate(queue_notes, [job, "second draft"]) == 1
+    expect(unsynced(page)).to_have_text("2")
+    with feed_held_back(engine):
+        page.get_by_role("button", name="Sync now").click()
+        expect(unsynced(page)).to_have_text("0", timeout=SYNC_TIMEOUT_MS)
+        expect(page.locator("#attention li")).to_have_count(0)
+        with Session(engine) as session:
+            order = session.get(WorkOrder, job)
+            assert order is not None and (order.notes, order.notes_version) == ("second draft", 2)
+        # Acknowledged, but (on PostgreSQL) no pull has brought version 2 yet: the device
+        # still shows the crew's text and knows which version its next edit builds on.
+        view = page.evaluate(f"window.fieldworkSync.outbox.getWorkOrder({job})")
+        assert (view["notes"], view["pending_edits"]) == ("second draft", 0)
+        assert page.evaluate(queue_notes, [job, "crew's text"]) == 2
+
+    # The dispatcher edits the notes while the crew edits the version it saw: the server's
+    # text stays, the crew's is kept as a conflict, visible on the device.
+    with write_session(engine) as session:
+        order = session.get(WorkOrder, job)
+        assert order is not None
+        set_notes(session, order, text="dispatcher's text", base_version=2, actor=Actor(None, "dispatcher:test", "api"))
+    page.get_by_role("button", name="Sync now").click()
+    attention = page.locator("#attention li")
+    expect(attention).to_have_count(1, timeout=SYNC_TIMEOUT_MS)
+    expect(attention).to_contain_text("conflict")
+    expect(attention).to_contain_text("crew's text")
+    pull_until(page, f"""window.fieldworkSync.outbox.getWorkOrder({job})
+        .then((o) => o.notes === "dispatcher's text" && o.pending_edits === 0)""")
+    with Session(engine) as session:
+        order = session.get(WorkOrder, job)
+        conflict = session.exec(select(SyncConflict).where(SyncConflict.entity_id == str(job))).one()
+    assert order is not None and order.notes == "dispatcher's text"
+    assert (conflict.server_value, conflict.client_value) == ("dispatcher's text", "crew's text")

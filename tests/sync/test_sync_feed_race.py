@@ -19,8 +19,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
+import psycopg
+import pytest
+
 from server.db import read_session, write_session
-from sync import FeedRow, SyncChange, read_feed, record_changes
+from sync import FeedRow, SyncChange, read_feed, record_change, record_changes
+from tests.conftest import PG_ADMIN_URL
 
 Reader = Callable[..., tuple[list[FeedRow], str, bool]]
 WRITERS, TRANSACTIONS, STRAGGLERS, PULLERS = 5, 20, 3, 3
@@ -95,8 +99,10 @@ def run_race(engine: Engine, reader: Reader, *, drain_seconds: float) -> Race:
     writing_done.set()
     for thread in pullers:
         thread.join()
-    with read_session(engine) as session:
-        rows, _, _ = read_feed(session, scopes=[scope], cursor=None, limit=10_000)
+    c = SyncChange.__table__.c  # type: ignore[attr-defined]
+    with read_session(engine) as session:  # every writer has committed: read the table itself
+        rows = session.connection().execute(
+            select(c.entity_id, c.id).where(c.scope == scope).order_by(c.txid, c.id)).all()
     race.feed_order = [row.entity_id for row in rows]
     ids, highest = {row.entity_id: row.id for row in rows}, 0
     for entity_id in race.commit_order:
@@ -106,7 +112,7 @@ def run_race(engine: Engine, reader: Reader, *, drain_seconds: float) -> Race:
 
 
 def test_every_puller_sees_every_committed_change_once_in_one_order(sync_db: Engine, db_kind: str) -> None:
-    race = run_race(sync_db, read_feed, drain_seconds=10)
+    race = run_race(sync_db, read_feed, drain_seconds=30)
     assert len(race.committed) > WRITERS * TRANSACTIONS
     assert set(race.feed_order) == race.committed
     for seen in race.seen:
@@ -128,3 +134,32 @@ def test_a_naive_id_order_reader_misses_late_commits_on_postgresql(sync_db: Engi
         assert all(missed >= 1 for missed in misses)
     else:  # SQLite's single writer commits in id order: the naive reader happens to be right
         assert misses == [0] * PULLERS
+
+
+def test_a_running_writer_holds_the_feed_back_but_another_databases_does_not(sync_db: Engine, db_kind: str) -> None:
+    if db_kind != "postgres":
+        pytest.skip("SQLite has a single writer: nothing runs concurrently to hold back")
+    scope = f"hold-{uuid.uuid4().hex[:8]}"
+
+    def add(session: Session, name: str) -> None:
+        record_change(session, entity="thing", entity_id=name, op="upsert", scopes=[scope])
+
+    def readable(cursor: str | None = None) -> list[str]:
+        with read_session(sync_db) as session:
+            return [row.entity_id for row in read_feed(session, scopes=[scope], cursor=cursor, limit=100)[0]]
+
+    with write_session(sync_db) as session:
+        add(session, "first")
+    with psycopg.connect(PG_ADMIN_URL) as elsewhere:  # a long transaction in another database
+        elsewhere.execute("SELECT pg_current_xact_id()")
+        with write_session(sync_db) as session:
+            add(session, "beside-elsewhere")
+        assert readable() == ["first", "beside-elsewhere"]
+        slow = Session(sync_db)
+        add(slow, "slow")  # takes its txid and id now, commits last
+        with write_session(sync_db) as session:
+            add(session, "quick")
+        assert readable() == ["first", "beside-elsewhere"]  # "quick" is held back behind "slow"
+        slow.commit()
+        slow.close()
+        assert readable() == ["first", "beside-elsewhere", "slow", "quick"]

@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from sync import (
-    ClientForbidden, InvalidRequest, PullRequest, UnknownCursor, current_cursor, read_feed, record_change,
-    record_changes,
+    ClientForbidden, InvalidRequest, PullRequest, SyncChange, UnknownCursor, current_cursor, read_feed,
+    record_change, record_changes,
 )
 from tests.sync.toy import ToyTicket, make_engine
 
@@ -105,3 +105,17 @@ def test_pull_binds_the_client_and_checks_the_request(tx, client_id, scope) -> N
 def test_record_change_refuses_an_unknown_op(tx) -> None:
     with pytest.raises(ValueError, match="op must be one of"), tx() as session:
         record_change(session, entity="x", entity_id=1, op="rename", scopes=["s"])  # type: ignore[arg-type]
+
+
+def test_every_insert_path_stamps_the_writing_transaction(tx, scope, db_kind) -> None:
+    with tx() as session:
+        session.add(SyncChange(scope=scope, entity="thing", entity_id="orm", op="upsert"))
+        session.flush()
+        record_change(session, entity="thing", entity_id="core", op="upsert", scopes=[scope])
+        record_changes(session, [("thing", "bulk", "upsert", scope, None)] * 2)
+        txid = session.connection().exec_driver_sql(
+            "SELECT pg_current_xact_id()::text::bigint" if db_kind == "postgres" else "SELECT 0").scalar()
+    with tx() as session:
+        rows, _, _ = read_feed(session, scopes=[scope], cursor=None, limit=10)
+    assert [(row.entity_id, row.txid) for row in rows] == [(n, txid) for n in ("orm", "core", "bulk", "bulk")]
+    assert txid > 0 or db_kind == "sqlite"

@@ -1,6 +1,7 @@
 """A toy domain for the sync engine's tests: tickets (a status, a shared title, a crew)
 and append-only notes, with their mutators and loaders. Imported once, always as
-`tests.sync.toy` (its tables are defined on SQLModel.metadata at import)."""
+`tests.sync.toy`. Its tables live on their own metadata, never on `SQLModel.metadata`,
+so that nothing the server migrates or compares ever sees them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated, Any
 
 import msgspec
 from sqlalchemy import Engine, func
+from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, select
 
 from sync import (
@@ -19,7 +21,11 @@ STATES = {"new": {"assigned", "cancelled"}, "assigned": {"en_route", "cancelled"
           "en_route": {"completed", "cancelled"}, "completed": set(), "cancelled": set()}
 
 
-class ToyTicket(SQLModel, table=True):
+class Toy(SQLModel, registry=registry()):
+    pass
+
+
+class ToyTicket(Toy, table=True):
     __tablename__ = "toy_ticket"
 
     id: str = Field(primary_key=True, max_length=64)
@@ -30,7 +36,7 @@ class ToyTicket(SQLModel, table=True):
     version: int = 1
 
 
-class ToyNote(SQLModel, table=True):
+class ToyNote(Toy, table=True):
     __tablename__ = "toy_note"  # deliberately no unique key: the engine must not apply twice
 
     id: int | None = Field(default=None, primary_key=True)
@@ -41,11 +47,12 @@ class ToyNote(SQLModel, table=True):
 
 
 SYNC_TABLES = [m.__table__ for m in (SyncClient, SyncMutation, SyncChange, SyncConflict, SyncRejection)]
-TABLES = [*SYNC_TABLES, ToyTicket.__table__, ToyNote.__table__]  # type: ignore[attr-defined]
 
 
 def create_tables(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine, tables=TABLES)
+    """The sync tables (until the server's migration includes them) and the toy's."""
+    SQLModel.metadata.create_all(engine, tables=SYNC_TABLES)
+    Toy.metadata.create_all(engine)
 
 
 class AddNote(msgspec.Struct):

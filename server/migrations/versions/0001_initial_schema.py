@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 16:57:25.938630
+Create Date: 2026-11-26 17:39:22.188846
 """
 
 from __future__ import annotations
