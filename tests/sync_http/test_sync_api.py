@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
+from server.db import write_session
 from server.models import Blob, WorkOrderEvent
 from sync.models import SyncConflict, SyncMutation, SyncRejection
 from tests.conftest import LiveServer
@@ -120,10 +121,19 @@ def test_reassigned_while_offline_keeps_the_crews_facts(
     assert job not in north.work_orders()  # evicted once nothing for it is left to send
     south.pull_all()
     assert job in south.work_orders()
-    # A fact made long after the job left the crew is not the crew's to add.
+    # A fact made long after the job left the crew is not the crew's to add: move the
+    # job's assignment history an hour into the past (beyond the grace for clock skew).
+    with write_session(engine) as session:
+        for moved in session.exec(
+            select(WorkOrderEvent).where(WorkOrderEvent.work_order_id == job,
+                                         WorkOrderEvent.kind.in_(["created", "assigned"]))  # type: ignore[attr-defined]
+        ).all():
+            moved.recorded_at -= timedelta(hours=1)
+            session.add(moved)
     late = north.queue("note", datetime.now(UTC) + timedelta(hours=2), work_order_id=job,
                        uid=uuid.uuid4().hex, text="too late")
-    assert north.push().json()["results"][0]["status"] == "rejected"
+    result = north.push().json()["results"][0]
+    assert result["status"] == "rejected" and "not assigned to your crew" in result["reason"]
     assert count(engine, SyncRejection, SyncRejection.mid == late["mid"]) == 1
 
 
