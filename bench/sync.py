@@ -18,9 +18,13 @@ Prints:
    updated_at), one work_order_event INSERT, two sync_change INSERTs (dispatch and crew
    scope), one sync_mutation INSERT, and per push one sync_client UPDATE (last_seq); in
    transactions of one push's size, and in transactions of 500 for context; (b) GET
-   /healthz requests/s from the same N clients on the same server;
+   /healthz requests/s from the same N clients on the same server (and from N bare
+   asyncio-socket clients, since httpx's own CPU cost can be the limit there);
 5. ratios against the targets: push mutations/s / ceiling (>= 30%), pull changes/s /
    ceiling (>= 50%), and mutations/s / (healthz requests/s x batch) for context.
+
+A phase whose requests stall (no answer within 20 s) is reported as STALLED and the server
+is restarted before the next phase.
 
 Also CPU use during each window (server process tree, this process, whole machine): the
 load generator shares the machine's cores with the server and the database.
@@ -50,15 +54,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import psycopg
-from sqlalchemy import Engine, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -334,11 +338,12 @@ def seed(engine: Engine, settings: Settings, data: Path, folder: Path, *, client
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
+    """Rows of the tables a push can write, the sum of work-order versions, sync clients."""
     with engine.connect() as conn:
-        counts = {model.__tablename__: conn.execute(select(func.count()).select_from(model)).scalar_one()  # type: ignore[attr-defined]
-                  for model in WRITTEN_TABLES}
-        counts["work_order version bumps"] = conn.execute(select(func.sum(WorkOrder.version))).scalar_one()
-        counts["sync_client rows"] = conn.execute(select(func.count()).select_from(SyncClient)).scalar_one()
+        counts = {model.__tablename__: conn.execute(select(func.count()).select_from(model)).scalar_one()
+                  for model in WRITTEN_TABLES}  # type: ignore[attr-defined]
+        counts["work_order UPDATE (version + 1)"] = conn.execute(select(func.sum(WorkOrder.version))).scalar_one()
+        counts["sync_client"] = conn.execute(select(func.count()).select_from(SyncClient)).scalar_one()
     return counts
 
 
@@ -366,7 +371,7 @@ class Window:
     def trouble(self) -> str:
         parts = [f"{n} x {name}" for name, n in self.errors.most_common()]
         if self.stalled:
-            parts.append(f"{self.stalled} requests still unanswered 5 s after the window")
+            parts.append(f"{self.stalled} clients still waiting for an answer {REQUEST_TIMEOUT + 2:.0f} s after the window")
         return "; ".join(parts)
 
     def inside(self, moment: float) -> bool:
@@ -419,18 +424,29 @@ async def health_loop(url: str, window: Window, stop: asyncio.Event) -> None:
 async def raw_health_loop(port: int, window: Window, stop: asyncio.Event) -> None:
     """GET /healthz over one keep-alive connection with bare asyncio streams: a client far
     lighter than httpx, to see the server's own limit when httpx's CPU is the bottleneck."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    writer: asyncio.StreamWriter | None = None
     try:
         while not stop.is_set():
             started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                # The server closed the connection (or did not answer): count it, reconnect.
+                if window.inside(time.perf_counter()):
+                    window.errors[type(exc).__name__] += 1
+                if writer is not None:
+                    writer.close()
+                writer = None
+                continue
             done = time.perf_counter()
             if window.inside(done):
                 if head[9:12] == b"200":
@@ -439,7 +455,8 @@ async def raw_health_loop(port: int, window: Window, stop: asyncio.Event) -> Non
                 else:
                     window.errors[f"HTTP {head[9:12].decode()}"] += 1
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
 async def _health_loop(http: httpx.AsyncClient, window: Window, stop: asyncio.Event) -> None:
@@ -570,9 +587,7 @@ def insert_ceiling(engine: Engine, seeded: Seeded, *, per_txn: int, seconds: flo
     bump = (update(work_order).where(work_order.c.id == bindparam("b_id"))
             .values(version=work_order.c.version + 1, updated_at=bindparam("b_now")))
     add_event = insert(WorkOrderEvent.__table__)  # type: ignore[attr-defined]
-    add_change = insert(SyncChange.__table__)  # type: ignore[attr-defined]
-    if engine.dialect.name == "postgresql":  # as sync.feed records them
-        add_change = add_change.values(txid=literal_column("pg_current_xact_id()::text::bigint"))
+    add_change = insert(SyncChange.__table__)  # type: ignore[attr-defined]  # txid from its default, as sync.feed
     add_result = insert(SyncMutation.__table__)  # type: ignore[attr-defined]
     client_table = SyncClient.__table__  # type: ignore[attr-defined]
     with engine.begin() as conn:
@@ -625,10 +640,11 @@ def run_kind(kind: str, args: argparse.Namespace, folder: Path) -> dict[str, flo
         asyncio.run(queued_push(server, probe, args.batch, args.batch))
         after = row_counts(engine)
         delta = {name: after[name] - before[name] for name in before}
-        say(f"rows written by one push of {args.batch} notes: "
-            + ", ".join(f"{name} +{value}" for name, value in delta.items() if value)
-            + f" (sync_client last_seq {args.batch}); per note: "
-            + ", ".join(f"{name} {value / args.batch:g}" for name, value in delta.items() if value))
+        per_note = {name: value / args.batch for name, value in delta.items() if value and name != "sync_client"}
+        say(f"rows written by one push of {args.batch} notes, per note: "
+            + ", ".join(f"{name} {value:g}" for name, value in per_note.items())
+            + f"; per push: sync_client +{delta['sync_client']} (a new client; after that an UPDATE of its"
+            " last_seq)")
 
         # 1. Push throughput.
         loops = [partial(push_loop, server.url, phone, args.batch) for phone in seeded.phones]
@@ -672,8 +688,9 @@ def run_kind(kind: str, args: argparse.Namespace, folder: Path) -> dict[str, flo
 
         # 3. Pull: a fresh device priming.
         with engine.connect() as conn:
-            feed_rows = conn.execute(select(func.count()).select_from(SyncChange).where(
-                SyncChange.scope.in_([crew_scope(seeded.pull_crew_id), "reference"]))).scalar_one()  # type: ignore[attr-defined]
+            scopes = [crew_scope(seeded.pull_crew_id), "reference"]
+            feed_rows = conn.execute(select(func.count()).select_from(SyncChange)
+                                     .where(SyncChange.scope.in_(scopes))).scalar_one()  # type: ignore[attr-defined]
         pulls = [asyncio.run(prime(server, seeded.pull_token)) for _ in range(2)]
         best = min(pulls, key=lambda p: p[0])
         pull_rate = best[1] / best[0]

@@ -14,7 +14,7 @@ export const MUTATIONS = {
   material: ["work_order_id", "uid", "item", "quantity"],
   time: ["work_order_id", "uid", "minutes"],
   notes: ["work_order_id", "text"], // base_version: given, or the version the device shows
-  request: ["work_order_id", "field", "value", "reason"],
+  request: ["work_order_id", "field"], // value (may be null) and reason ride along
 };
 const FACTS = new Set(["note", "photo", "material", "time"]);
 export const PHOTO_TYPES = ["image/jpeg", "image/png", "image/webp"];
