@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 import swagger_ui_bundle
 import xstatic.pkg.leaflet as xstatic_leaflet
 from litestar import Litestar, get
@@ -59,16 +60,25 @@ def provide_db(state: State) -> Iterator[Session]:
         yield session
 
 
-def provide_db_write(state: State) -> Iterator[Session]:
-    """A write session per request: committed after the handler, rolled back on error."""
+async def provide_db_write(state: State) -> AsyncIterator[Session]:
+    """A write session per request: committed after the handler, rolled back on error.
+
+    Async, so that the commit runs in AnyIO's worker threads. Litestar runs a sync
+    dependency's cleanup in the same executor as sync handlers (6 threads on 2 cores):
+    under load every one of them can be a handler waiting for the lock this uncommitted
+    transaction holds (SQLite's writer lock, or a pooled connection), and nothing moves.
+    """
     engine: Engine = state.engine
-    with Session(writer(engine), expire_on_commit=False) as session:
-        try:
-            yield session
-        except BaseException:
-            session.rollback()
-            raise
-        session.commit()
+    session = Session(writer(engine), expire_on_commit=False)
+    try:
+        yield session
+    except BaseException:
+        await anyio.to_thread.run_sync(session.rollback)
+        raise
+    else:
+        await anyio.to_thread.run_sync(session.commit)
+    finally:
+        await anyio.to_thread.run_sync(session.close)
 
 
 def provide_settings(state: State) -> Settings:

@@ -170,7 +170,7 @@ def apply_notes(session: Session, ctx: MutationContext, args: NotesArgs) -> Appl
                            server_value=order.notes, client_value=args.text):
         return Applied(server_version=order.version, conflicted=True,
                        result={"notes_version": order.notes_version, "kept": "server"})
-    set_notes(session, order, text=args.text, base_version=args.base_version, actor=_actor(ctx),
+    set_notes(session, order, text=args.text, base_version=order.notes_version, actor=_actor(ctx),
               occurred_at=ctx.occurred_at, uid=ctx.mid)
     return Applied(server_version=order.version, result={"notes_version": order.notes_version})
 

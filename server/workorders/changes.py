@@ -177,6 +177,8 @@ def assign(
     if crew_id is not None and current == Status.NEW:
         change_status(session, order, to=Status.ASSIGNED, actor=actor)
     elif crew_id is None and info(current).kind == "open" and current != Status.ON_HOLD:
+        if current in {Status.EN_ROUTE, Status.ON_SITE}:  # the crew stands down, then back to the queue
+            change_status(session, order, to=Status.ASSIGNED, actor=actor)
         change_status(session, order, to=Status.NEW, actor=actor)
     elif crew_id is not None and current in {Status.EN_ROUTE, Status.ON_SITE}:
         # The new crew has not set out yet.
