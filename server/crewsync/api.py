@@ -17,7 +17,7 @@ from typing import Annotated
 from litestar import Request, Response, Router, get, head, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, RawBody
+from litestar.params import FromPath, HeaderParameter, JSONBody, RawBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.security.jwt import Token
 from msgspec import Struct
@@ -62,7 +62,7 @@ crew_only = requires_role("crew")
 
 @post("/push", operation_id="syncPush", request_max_body_size=MAX_PUSH_BYTES, sync_to_thread=True,
       status_code=200, guards=[crew_only])
-def push(request: ViewerRequest, data: PushRequest, db_write: NamedDependency[Session]) -> PushResponse:
+def push(request: ViewerRequest, data: JSONBody[PushRequest], db_write: NamedDependency[Session]) -> PushResponse:
     """Apply queued mutations; effects, results and the acknowledged seq commit together."""
     user = current_user(request)
     engine: SyncEngine = request.app.state.sync_engine
@@ -71,7 +71,7 @@ def push(request: ViewerRequest, data: PushRequest, db_write: NamedDependency[Se
 
 @post("/pull", operation_id="syncPull", request_max_body_size=16_000, sync_to_thread=True, status_code=200,
       guards=[crew_only])
-def pull(request: ViewerRequest, data: PullRequest, db_write: NamedDependency[Session]) -> PullResponse:
+def pull(request: ViewerRequest, data: JSONBody[PullRequest], db_write: NamedDependency[Session]) -> PullResponse:
     """Changes in the crew's scope after the cursor (an empty cursor primes a new device)."""
     user = current_user(request)
     engine: SyncEngine = request.app.state.sync_engine
@@ -109,7 +109,7 @@ def put_blob(
     request: ViewerRequest,
     sha256: FromPath[str],
     body: RawBody,
-    content_type: Annotated[str, HeaderParameter(header="Content-Type")],
+    content_type: Annotated[str, HeaderParameter(name="Content-Type")],
     db_write: NamedDependency[Session],
 ) -> Response[BlobStored]:
     """Store a photo under its sha256; the same bytes again change nothing."""

@@ -18,7 +18,7 @@ import msgspec
 from litestar import Request, Router, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.security.jwt import Token
 from sqlmodel import Session
 
@@ -116,7 +116,7 @@ def _rejection(row: Any) -> RejectionPublic:
 
 @patch("/workorders/{work_order_id:int}", operation_id="updateWorkOrder", sync_to_thread=True)
 def update(
-    request: ViewerRequest, work_order_id: FromPath[int], data: WorkOrderPatch, db_write: NamedDependency[Session]
+    request: ViewerRequest, work_order_id: FromPath[int], data: JSONBody[WorkOrderPatch], db_write: NamedDependency[Session]
 ) -> WorkOrderPublic:
     """Change a work order's crew, status, priority or shared notes."""
     user = current_user(request)
@@ -128,7 +128,7 @@ def update(
 
 
 @post("/assign", operation_id="assignWorkOrders", sync_to_thread=True, status_code=200)
-def assign(request: ViewerRequest, data: AssignMany, db_write: NamedDependency[Session]) -> list[WorkOrderPublic]:
+def assign(request: ViewerRequest, data: JSONBody[AssignMany], db_write: NamedDependency[Session]) -> list[WorkOrderPublic]:
     """Assign (or unassign, with crew_id null) several work orders at once."""
     user = current_user(request)
     orders = assign_many(db_write, user=user, work_order_ids=data.work_order_ids, crew_id=data.crew_id)
@@ -156,7 +156,7 @@ def conflicts(
 @post("/conflicts/{conflict_id:int}/resolve", operation_id="resolveSyncConflict", sync_to_thread=True,
       status_code=200)
 def resolve_one_conflict(
-    request: ViewerRequest, conflict_id: FromPath[int], data: Resolution, db_write: NamedDependency[Session]
+    request: ViewerRequest, conflict_id: FromPath[int], data: JSONBody[Resolution], db_write: NamedDependency[Session]
 ) -> ConflictPublic:
     """keep_server, or take_client (applies the crew's value)."""
     row = resolve_conflict(db_write, user=current_user(request), conflict_id=conflict_id, resolution=data.resolution)
@@ -175,7 +175,7 @@ def rejections(
 @post("/rejections/{rejection_id:int}/resolve", operation_id="resolveSyncRejection", sync_to_thread=True,
       status_code=200)
 def resolve_one_rejection(
-    request: ViewerRequest, rejection_id: FromPath[int], data: Resolution, db_write: NamedDependency[Session]
+    request: ViewerRequest, rejection_id: FromPath[int], data: JSONBody[Resolution], db_write: NamedDependency[Session]
 ) -> RejectionPublic:
     """Record how a rejected edit was dealt with."""
     row = resolve_rejection(db_write, user=current_user(request), rejection_id=rejection_id,
