@@ -21,6 +21,7 @@ from itertools import pairwise
 from typing import Any, TypeVar
 
 import msgspec
+from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
@@ -81,37 +82,99 @@ class SyncEngine:
         stored = {row.seq: row for row in session.exec(select(SyncMutation).where(
             SyncMutation.client_id == client.client_id, SyncMutation.seq.in_(seen)))} if seen else {}  # type: ignore[attr-defined]
         results: list[MutationResult] = []
+        rows: list[dict[str, Any]] = []  # sync_mutation rows, written in one statement at the end
         expected: int | None = None
-        for mutation in request.mutations:
+        mutations = request.mutations
+        index = 0
+        while index < len(mutations):
+            mutation = mutations[index]
             if mutation.seq <= client.last_seq:
-                results.append(self._duplicate(session, client, mutation, stored.get(mutation.seq), now))
+                results.append(self._duplicate(session, client, mutation, stored.get(mutation.seq), now, rows))
+                index += 1
             elif mutation.seq == client.last_seq + 1:
-                results.append(self._apply(session, client, actor, mutation, now))
-                client.last_seq = mutation.seq
+                run = self._run(mutations, index)
+                applied = self._apply_run(session, client, actor, run, now, rows) if len(run) > 1 else None
+                if applied is None:
+                    applied = [self._apply(session, client, actor, m, now, rows) for m in run]
+                results += applied
+                client.last_seq = run[-1].seq
+                index += len(run)
             else:
                 expected = client.last_seq + 1
                 break
         session.add(client)
         session.flush()
+        if rows:
+            session.connection().execute(insert(SyncMutation.__table__), rows)  # type: ignore[attr-defined]
         return PushResponse(last_seq=client.last_seq, results=results, expected_seq=expected)
 
+    def _run(self, mutations: Sequence[Mutation], start: int) -> Sequence[Mutation]:
+        """The mutations from `start` on with consecutive seqs and one name that can be
+        applied many at once."""
+        first = mutations[start]
+        try:
+            if self.registry.get(first.name).apply_many is None:
+                return mutations[start:start + 1]
+        except KeyError:
+            return mutations[start:start + 1]
+        end = start + 1
+        while (end < len(mutations) and mutations[end].name == first.name
+               and mutations[end].seq == mutations[end - 1].seq + 1):
+            end += 1
+        return mutations[start:end]
+
+    def _apply_run(self, session: Session, client: SyncClient, actor: Any, run: Sequence[Mutation],
+                   now: datetime, rows: list[dict[str, Any]]) -> list[MutationResult] | None:
+        """Apply `run` in one savepoint through its mutator's apply_many; None (and nothing
+        written) if any of it needs the one-by-one path: invalid args, a refusal, an error."""
+        mutator = self.registry.get(run[0].name)
+        assert mutator.apply_many is not None
+        contexts, many = [], []
+        for m in run:
+            if len(msgspec.json.encode(m.args)) > self.max_args_bytes:
+                return None
+            try:
+                many.append(msgspec.convert(m.args, mutator.args))
+            except msgspec.ValidationError:
+                return None
+            contexts.append(self._context(session, client, actor, m, now))
+        savepoint = session.begin_nested()
+        try:
+            outcomes = mutator.apply_many(session, contexts, many)
+            if len(outcomes) != len(run) or not all(isinstance(o, Applied) for o in outcomes):
+                raise TypeError(f"mutator {mutator.name!r} returned {len(outcomes)} outcomes for {len(run)}")
+            session.flush()
+        except Exception as exc:
+            savepoint.rollback()
+            if not isinstance(exc, Rejected):
+                log.warning("mutations %r applied many at once failed (%s); applying them one by one",
+                            mutator.name, type(exc).__name__)
+            return None
+        savepoint.commit()
+        return [self._result(client, m, now, outcome, ctx, rows)
+                for m, outcome, ctx in zip(run, outcomes, contexts, strict=True)]
+
+    def _context(self, session: Session, client: SyncClient, actor: Any, m: Mutation,
+                 now: datetime) -> MutationContext:
+        return MutationContext(client_id=client.client_id, user_key=client.user_key, seq=m.seq,
+                               mid=m.mid, name=m.name, device_ts=_utc(m.device_ts),
+                               received_at=now, actor=actor, session=session)
+
     def _apply(self, session: Session, client: SyncClient, actor: Any, m: Mutation,
-               now: datetime) -> MutationResult:
+               now: datetime, rows: list[dict[str, Any]]) -> MutationResult:
         try:
             mutator = self.registry.get(m.name)
         except KeyError:
-            return self._reject(session, client, m, now, f"unknown mutation {m.name!r}")
+            return self._reject(session, client, m, now, rows, f"unknown mutation {m.name!r}")
         size = len(msgspec.json.encode(m.args))
         if size > self.max_args_bytes:
-            return self._reject(session, client, m, now,
+            return self._reject(session, client, m, now, rows,
                                 f"args too large: {size} bytes (at most {self.max_args_bytes})")
         try:
             args = msgspec.convert(m.args, mutator.args)
         except msgspec.ValidationError as exc:
-            return self._reject(session, client, m, now, f"invalid args: {exc}")
-        ctx = MutationContext(client_id=client.client_id, user_key=client.user_key, seq=m.seq,
-                              mid=m.mid, name=m.name, device_ts=_utc(m.device_ts),
-                              received_at=now, actor=actor, session=session)
+            return self._reject(session, client, m, now, rows, f"invalid args: {exc}")
+        ctx = self._context(session, client, actor, m, now)
         savepoint = session.begin_nested()
         try:
             outcome = mutator.apply(session, ctx, args)
@@ -120,43 +183,49 @@ class SyncEngine:
             session.flush()
         except Rejected as exc:
             savepoint.rollback()
-            return self._reject(session, client, m, now, exc.reason)
+            return self._reject(session, client, m, now, rows, exc.reason)
         except Exception as exc:
             savepoint.rollback()
             log.exception("mutation %r failed (client %s, seq %d)", m.name, client.client_id, m.seq)
-            return self._reject(session, client, m, now, f"server error: {type(exc).__name__}")
+            return self._reject(session, client, m, now, rows, f"server error: {type(exc).__name__}")
         savepoint.commit()
+        return self._result(client, m, now, outcome, ctx, rows)
+
+    def _result(self, client: SyncClient, m: Mutation, now: datetime, outcome: Applied,
+                ctx: MutationContext, rows: list[dict[str, Any]]) -> MutationResult:
         status = "conflict" if outcome.conflicted or ctx.conflicts else "applied"
-        session.add(self._row(client, m, now, status, result=outcome.result,
+        rows.append(self._row(client, m, now, status, result=outcome.result,
                               server_version=outcome.server_version))
         return MutationResult(seq=m.seq, mid=m.mid, status=status,
                               server_version=outcome.server_version, result=outcome.result)
 
     def _reject(self, session: Session, client: SyncClient, m: Mutation, now: datetime,
-                reason: str, *, keep_result: bool = True) -> MutationResult:
+                rows: list[dict[str, Any]], reason: str, *, keep_result: bool = True) -> MutationResult:
         reason = reason[:2000]
         session.add(SyncRejection(client_id=client.client_id, user_key=client.user_key, seq=m.seq,
                                   mid=m.mid, name=m.name, args=m.args, device_ts=_utc(m.device_ts),
                                   reason=reason, created_at=now))
         if keep_result:
-            session.add(self._row(client, m, now, "rejected", reason=reason))
+            rows.append(self._row(client, m, now, "rejected", reason=reason))
         return MutationResult(seq=m.seq, mid=m.mid, status="rejected", reason=reason)
 
     def _duplicate(self, session: Session, client: SyncClient, m: Mutation,
-                   row: SyncMutation | None, now: datetime) -> MutationResult:
+                   row: SyncMutation | None, now: datetime, rows: list[dict[str, Any]]) -> MutationResult:
         if row is None:
             return MutationResult(seq=m.seq, mid=m.mid, status="duplicate",
                                   reason="already received; its result is no longer kept")
         if row.mid != m.mid:  # a different edit reusing an acknowledged seq: keep it for review
-            return self._reject(session, client, m, now, f"seq {m.seq} was already used by "
+            return self._reject(session, client, m, now, rows, f"seq {m.seq} was already used by "
                                 f"mutation {row.mid}", keep_result=False)
         return MutationResult(seq=m.seq, mid=m.mid, status="duplicate", server_version=row.server_version,
                               result=row.result, reason=row.reason, original_status=row.status)  # type: ignore[arg-type]
 
     @staticmethod
-    def _row(client: SyncClient, m: Mutation, now: datetime, status: str, **fields: Any) -> SyncMutation:
-        return SyncMutation(client_id=client.client_id, seq=m.seq, mid=m.mid, name=m.name, args=m.args,
-                            device_ts=_utc(m.device_ts), received_at=now, status=status, **fields)
+    def _row(client: SyncClient, m: Mutation, now: datetime, status: str, *, result: dict[str, Any] | None = None,
+             reason: str | None = None, server_version: int | None = None) -> dict[str, Any]:
+        return {"client_id": client.client_id, "seq": m.seq, "mid": m.mid, "name": m.name, "args": m.args,
+                "device_ts": _utc(m.device_ts), "received_at": now, "status": status, "result": result,
+                "reason": reason, "server_version": server_version}
 
     # -- clients ------------------------------------------------------------------------
 

@@ -78,6 +78,9 @@ class Mutator:
     version: int  # bump when `args` changes shape; informational
     args: type[msgspec.Struct]  # client args are converted to this (a failure rejects, naming the field)
     apply: Callable[[Session, MutationContext, Any], Applied]
+    # Optional: a run of consecutive mutations of this name at once, in one savepoint, with
+    # one result each; raising (Rejected or anything) makes the engine apply them one by one.
+    apply_many: Callable[[Session, list[MutationContext], list[Any]], list[Applied]] | None = None
 
 
 class MutatorRegistry:

@@ -21,11 +21,13 @@ import msgspec
 from sqlmodel import Session, select
 
 from server.auth.tokens import AuthUser
-from server.models import Blob, WorkOrder
+from server.models import Blob, WorkOrder, WorkOrderEvent
 from server.status import Status, can_transition
 from server.workorders.changes import (
     Actor,
+    NewFact,
     add_fact,
+    add_facts,
     assignment_history,
     change_status,
     crew_scope,
@@ -143,8 +145,9 @@ def apply_status(session: Session, ctx: MutationContext, args: StatusArgs) -> Ap
     return Applied(server_version=order.version, result={"status": order.status})
 
 
-def _fact(kind: str, fields: tuple[str, ...]) -> Any:
-    """The mutator of one kind of append-only fact, keeping `fields` of its arguments."""
+def _fact(kind: str, fields: tuple[str, ...]) -> tuple[Any, Any]:
+    """The mutator of one kind of append-only fact, keeping `fields` of its arguments: one
+    at a time, and many at once for a run of them in one push."""
 
     def apply(session: Session, ctx: MutationContext, args: Any) -> Applied:
         order = _order(session, args.work_order_id)
@@ -157,7 +160,36 @@ def _fact(kind: str, fields: tuple[str, ...]) -> Any:
                             occurred_at=ctx.occurred_at)
         return Applied(server_version=order.version, result={"event_uid": event.uid})
 
-    return apply
+    def apply_many(session: Session, contexts: list[MutationContext], many: list[Any]) -> list[Applied]:
+        # The common case only: new uids on jobs the crew holds now. Anything else is
+        # Rejected here and the engine applies the run one by one, with exact reasons.
+        uids = [args.uid for args in many]
+        if len(set(uids)) < len(uids) or session.exec(
+                select(WorkOrderEvent.uid).where(WorkOrderEvent.uid.in_(uids))).first():  # type: ignore[attr-defined]
+            raise Rejected("a uid is used twice")
+        orders = _orders_held_now(session, contexts[0], {args.work_order_id for args in many})
+        if kind == "photo":
+            hashes = {args.sha256 for args in many}
+            if len(session.exec(select(Blob.sha256).where(Blob.sha256.in_(hashes))).all()) < len(hashes):  # type: ignore[attr-defined]
+                raise Rejected("a photo was not uploaded")
+        actor = _actor(contexts[0])
+        versions = add_facts(session, [
+            NewFact(orders[args.work_order_id], kind, args.uid, {name: getattr(args, name) for name in fields},
+                    actor, ctx.occurred_at)
+            for ctx, args in zip(contexts, many, strict=True)
+        ])
+        return [Applied(server_version=version, result={"event_uid": args.uid})
+                for version, args in zip(versions, many, strict=True)]
+
+    return apply, apply_many
+
+
+def _orders_held_now(session: Session, ctx: MutationContext, ids: set[int]) -> dict[int, WorkOrder]:
+    """The live jobs `ids`, locked, if the crew holds every one of them now; else Rejected."""
+    orders = session.exec(select(WorkOrder).where(WorkOrder.id.in_(ids)).with_for_update()).all()  # type: ignore[union-attr]
+    if len(orders) < len(ids) or any(o.deleted_at is not None or not _holds_now(ctx, o) for o in orders):
+        raise Rejected("a job is missing or not held")
+    return {order.id: order for order in orders}  # type: ignore[misc]
 
 
 def apply_notes(session: Session, ctx: MutationContext, args: NotesArgs) -> Applied:
@@ -195,10 +227,11 @@ def apply_request(session: Session, ctx: MutationContext, args: RequestArgs) -> 
 def build_registry() -> MutatorRegistry:
     registry = MutatorRegistry()
     registry.register(Mutator("status", 1, StatusArgs, apply_status))
-    registry.register(Mutator("note", 1, NoteArgs, _fact("note", ("text",))))
-    registry.register(Mutator("photo", 1, PhotoArgs, _fact("photo", ("sha256", "caption"))))
-    registry.register(Mutator("material", 1, MaterialArgs, _fact("material", ("item", "quantity", "unit"))))
-    registry.register(Mutator("time", 1, TimeArgs, _fact("time", ("minutes", "note"))))
+    for kind, args, fields in (("note", NoteArgs, ("text",)), ("photo", PhotoArgs, ("sha256", "caption")),
+                               ("material", MaterialArgs, ("item", "quantity", "unit")),
+                               ("time", TimeArgs, ("minutes", "note"))):
+        apply, apply_many = _fact(kind, fields)
+        registry.register(Mutator(kind, 1, args, apply, apply_many))
     registry.register(Mutator("notes", 1, NotesArgs, apply_notes))
     registry.register(Mutator("request", 1, RequestArgs, apply_request))
     return registry

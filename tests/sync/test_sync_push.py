@@ -13,7 +13,7 @@ from sync import (
     ClientForbidden, InvalidRequest, Mutation, PayloadTooLarge, PushRequest, SyncClient, SyncConflict,
     SyncMutation, SyncRejection, UnsupportedSchemaVersion,
 )
-from tests.sync.toy import ToyNote, ToyTicket, make_engine, note_count
+from tests.sync.toy import RUNS, ToyNote, ToyTicket, make_engine, note_count
 
 ENGINE = make_engine()
 
@@ -103,6 +103,27 @@ def test_an_exception_in_a_mutator_rolls_back_only_that_mutation(tx, client_id, 
         assert [note_count(session, m.args["note_id"]) for m in (good, boom, after)] == [1, 0, 1]
         assert session.get(ToyTicket, ticket.id).version == 3  # two bumps, not three
         assert session.get(SyncClient, client_id).last_seq == 3
+
+
+def test_a_run_is_applied_at_once_and_one_by_one_when_any_of_it_fails(tx, client_id, ticket) -> None:
+    RUNS.clear()
+    clean = [note(1, ticket.id), note(2, ticket.id), note(3, ticket.id)]
+    assert [r.server_version for r in push(tx, client_id, clean).results] == [2, 3, 4]
+    assert RUNS == [3]
+    mixed = [note(4, ticket.id), note(5, ticket.id, text="refuse"), note(6, ticket.id, text="explode"),
+             note(7, ticket.id), note(8, "no-such-ticket")]
+    response = push(tx, client_id, mixed)
+    assert RUNS == [3]  # the mixed run went one by one, each with its own answer
+    assert [r.status for r in response.results] == ["applied", "rejected", "rejected", "applied", "rejected"]
+    assert [r.reason for r in response.results][1:3] == ["refused by the toy", "server error: RuntimeError"]
+    with tx() as session:
+        assert [note_count(session, m.args["note_id"]) for m in clean + mixed] == [1, 1, 1, 1, 0, 0, 1, 0]
+        assert session.get(ToyTicket, ticket.id).version == 6
+        rows = session.exec(select(SyncMutation).where(SyncMutation.client_id == client_id)
+                            .order_by(SyncMutation.seq)).all()
+        assert [(r.seq, r.status) for r in rows] == [(1, "applied"), (2, "applied"), (3, "applied"),
+                                                     (4, "applied"), (5, "rejected"), (6, "rejected"),
+                                                     (7, "applied"), (8, "rejected")]
 
 
 def test_oversized_args_reject_that_mutation_only(tx, client_id, ticket) -> None:

@@ -105,6 +105,16 @@ def add_note(session: Session, ctx: MutationContext, args: AddNote) -> Applied:
     return applied
 
 
+RUNS: list[int] = []  # the length of every run add_notes applied at once
+
+
+def add_notes(session: Session, contexts: list[MutationContext], many: list[AddNote]) -> list[Applied]:
+    """A run of notes at once; any refusal or error sends the engine back to one by one."""
+    outcomes = [add_note(session, ctx, args) for ctx, args in zip(contexts, many, strict=True)]
+    RUNS.append(len(many))
+    return outcomes
+
+
 def set_title(session: Session, ctx: MutationContext, args: SetTitle) -> Applied:
     ticket = _ticket(session, args.ticket_id)
     if optimistic_text(ctx, entity="toy_ticket", entity_id=ticket.id, field="title",
@@ -137,7 +147,7 @@ def set_crew(session: Session, ctx: MutationContext, args: SetCrew) -> Applied:
 
 
 REGISTRY = MutatorRegistry((
-    Mutator("add_note", 1, AddNote, add_note),
+    Mutator("add_note", 1, AddNote, add_note, add_notes),
     Mutator("set_title", 1, SetTitle, set_title),
     Mutator("set_status", 1, SetStatus, set_status),
     Mutator("set_crew", 1, SetCrew, set_crew),

@@ -91,6 +91,42 @@ def test_push_applies_once_and_answers_duplicates_from_the_stored_result(
     assert count(engine, SyncMutation, SyncMutation.client_id == north.client_id) == 2
 
 
+def test_a_run_of_facts_is_applied_at_once_like_one_by_one(north: Device, seeded: Seeded, engine: Engine) -> None:
+    first, second = seeded.orders["north"][3], seeded.orders["north"][4]
+    before = {job: db_order(engine, job).version for job in (first, second)}
+    sent = [north.queue(name, work_order_id=job, uid=uuid.uuid4().hex, **args)
+            for job in (first, second, first, first, second)
+            for name, args in [("note", {"text": f"checked {job}"})]]
+    results = north.push().json()["results"]
+    assert [r["status"] for r in results] == ["applied"] * 5
+    assert [r["server_version"] for r in results] == [before[first] + 1, before[second] + 1, before[first] + 2,
+                                                     before[first] + 3, before[second] + 2]
+    assert db_order(engine, first).version == before[first] + 3
+    with Session(engine) as session:
+        for item, result in zip(sent, results, strict=True):
+            event = session.exec(select(WorkOrderEvent).where(WorkOrderEvent.uid == item["args"]["uid"])).one()
+            assert (event.version, event.kind, event.data) == (result["server_version"], "note",
+                                                               {"text": item["args"]["text"]})
+            assert result["result"] == {"event_uid": event.uid}
+
+
+def test_a_run_with_one_bad_fact_gets_each_its_own_answer(north: Device, seeded: Seeded, engine: Engine) -> None:
+    mine, theirs = seeded.orders["north"][5], seeded.orders["south"][5]
+    replayed = uuid.uuid4().hex
+    north.queue("note", work_order_id=mine, uid=replayed, text="first visit")
+    assert north.push().json()["results"][0]["status"] == "applied"
+    north.queue("note", work_order_id=mine, uid=uuid.uuid4().hex, text="second visit")
+    stray = north.queue("note", work_order_id=theirs, uid=uuid.uuid4().hex, text="wrong job")
+    north.queue("note", work_order_id=mine, uid=replayed, text="first visit")  # a replay of the same fact
+    last = north.queue("note", work_order_id=mine, uid=uuid.uuid4().hex, text="third visit")
+    results = north.push().json()["results"]
+    assert [r["status"] for r in results] == ["applied", "rejected", "applied", "applied"]
+    assert "not assigned to your crew" in results[1]["reason"]
+    assert results[2]["result"] == {"event_uid": replayed} and facts(engine, replayed) == 1
+    assert facts(engine, stray["args"]["uid"]) == 0 and facts(engine, last["args"]["uid"]) == 1
+    assert count(engine, SyncRejection, SyncRejection.mid == stray["mid"]) == 1
+
+
 def test_a_gap_is_answered_with_the_expected_seq_and_nothing_after_it(north: Device, seeded: Seeded, engine: Engine) -> None:
     job = seeded.orders["north"][1]
     early = mutation(1, "note", work_order_id=job, uid=uuid.uuid4().hex, text="first")
