@@ -7,8 +7,7 @@ lock instead of failing with SQLITE_BUSY. PostgreSQL needs none of that.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,72 +101,67 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 def bulk_insert(
-    connection: Connection, table: Table, rows: list[dict[str, Any]], *, memo: dict[datetime, str] | None = None
+    connection: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    memo: dict[datetime, str] | None = None,
 ) -> None:
-    """Insert many rows (dicts with the same keys) with one driver-level executemany.
+    """Insert many rows (value tuples in `columns` order) with one driver-level executemany.
 
     SQLAlchemy's per-value bind processing costs more than SQLite's own insert for a city
-    export, so values are converted here once per column, exactly as the column types
-    would store them (UTC datetimes, JSON text on SQLite, `Json` on PostgreSQL). Pass one
-    `memo` to the inserts of one batch: its rows share instants across tables.
+    export, so values are converted here, a whole column at a time, exactly as the column
+    types would store them (UTC datetimes, JSON text on SQLite, `Json` on PostgreSQL).
+    A column that is not named is left to its database default (an id to its sequence).
+    Pass one `memo` to the inserts of one batch: its rows share instants across tables.
     """
     if not rows:
         return
     dialect = connection.dialect.name
-    # Only the columns the rows name: an absent id is left to the database's sequence.
-    columns = [column for column in table.columns if column.name in rows[0]]
-    names = [column.name for column in columns]
-    conversions = [
-        (position, convert)
-        for position, column in enumerate(columns)
-        if (convert := _converter(column.type, dialect)) is not None
-    ]
-    pick = operator.itemgetter(*names)
-    mark = "?" if dialect == "sqlite" else "%s"
-    quoted = ", ".join(connection.dialect.identifier_preparer.quote(n) for n in names)
-    sql = f"INSERT INTO {table.name} ({quoted}) VALUES ({', '.join([mark] * len(names))})"  # noqa: S608
-    if dialect == "sqlite":
-        # Rows of one batch share many instants (the batch's "now" in five columns).
-        memo = {} if memo is None else memo
-        conversions = [
-            (position, _memoised(memo) if convert is _sqlite_datetime else convert)
-            for position, convert in conversions
-        ]
-    params = []
-    for row in rows:
-        values = list(pick(row)) if len(names) > 1 else [pick(row)]
-        for position, convert in conversions:
+    by_name = table.columns
+    memo = {} if memo is None else memo
+    values: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for position, name in enumerate(columns):
+        column_type = by_name[name].type
+        if dialect == "sqlite" and isinstance(column_type, (UTCDateTime, DateTime)):
+            values[position] = _sqlite_datetimes(values[position], memo)
+        elif (convert := _converter(column_type, dialect)) is not None:
             values[position] = convert(values[position])
-        params.append(tuple(values))
-    connection.exec_driver_sql(sql, params)
+    mark = "?" if dialect == "sqlite" else "%s"
+    quoted = ", ".join(connection.dialect.identifier_preparer.quote(n) for n in columns)
+    sql = f"INSERT INTO {table.name} ({quoted}) VALUES ({', '.join([mark] * len(columns))})"  # noqa: S608
+    connection.exec_driver_sql(sql, list(zip(*values)))
 
 
-def _converter(column_type: Any, dialect: str) -> Callable[[Any], Any] | None:
+# Converters take and return a whole column: one call per column and batch, not per value.
+_Column = Sequence[Any]
+
+
+def _converter(column_type: Any, dialect: str) -> Callable[[_Column], _Column] | None:
     if isinstance(column_type, (UTCDateTime, DateTime)):
-        return _sqlite_datetime if dialect == "sqlite" else _aware
+        return _aware  # PostgreSQL's driver stores aware datetimes as they are
     if isinstance(column_type, JSON):
-        return _json_text if dialect == "sqlite" else _pg_json
+        return _json_texts if dialect == "sqlite" else _pg_jsons
     if isinstance(column_type, Boolean) and dialect == "sqlite":
-        return _sqlite_bool
+        return _sqlite_bools
     return None
 
 
-def _memoised(memo: dict[datetime, str]) -> Callable[[datetime | None], str | None]:
-    def convert(value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        found = memo.get(value)
-        if found is None:
-            found = memo[value] = _sqlite_datetime(value)  # type: ignore[assignment]
-        return found
-
-    return convert
+def _sqlite_datetimes(column: _Column, memo: dict[datetime, str]) -> _Column:
+    # A batch's rows share instants (its "now"; a request's time in its case, order and
+    # events): convert each distinct one once, then look every value up without a Python
+    # call per value.
+    for value in set(column).difference(memo):
+        memo[value] = _sqlite_datetime(value)  # type: ignore[assignment]  # None → None
+    return list(map(memo.__getitem__, column))
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.utcoffset() is None:
-        raise ValueError("Datetime values must have timezone information")
-    return value
+def _aware(column: _Column) -> _Column:
+    for value in set(column):
+        if value is not None and value.utcoffset() is None:
+            raise ValueError("Datetime values must have timezone information")
+    return column
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
@@ -178,19 +172,20 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
         if value.utcoffset() is None:
             raise ValueError("Datetime values must have timezone information")
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:-6]  # without the "+00:00"
 
 
-def _json_text(value: Any) -> str | None:
+def _json_texts(column: _Column) -> _Column:
     # msgspec writes the same JSON as the json module, several times faster.
-    return None if value is None else msgspec.json.encode(value).decode()
+    encode = msgspec.json.encode
+    return [None if value is None else encode(value).decode() for value in column]
 
 
-def _pg_json(value: Any) -> Any:
+def _pg_jsons(column: _Column) -> _Column:
     from psycopg.types.json import Json
 
-    return None if value is None else Json(value)
+    return [None if value is None else Json(value) for value in column]
 
 
-def _sqlite_bool(value: Any) -> int | None:
-    return None if value is None else int(bool(value))
+def _sqlite_bools(column: _Column) -> _Column:
+    return [None if value is None else int(bool(value)) for value in column]

@@ -181,7 +181,8 @@ class Pipeline:
             )
             rows = [v for k, v in new.items() if k not in present]
             if rows:
-                _bulk_insert(session, ServiceType, rows)
+                columns = tuple(rows[0])
+                _bulk_insert(session, ServiceType, columns, [tuple(row[c] for c in columns) for row in rows])
                 publish_reference(session, "service_type", [row["code"] for row in rows])
             ref.service_types.update(_service_types(session, codes=list(new)))
 
@@ -214,102 +215,76 @@ class Pipeline:
         self._ensure_service_types(session, fresh)
         ref = self.reference(session)
 
-        district_ids = self._locate(fresh, ref)
+        located = self._locate(fresh, ref)
         case_ids = _allocate_ids(session, Case, len(fresh))
-        case_rows: list[dict[str, Any]] = []
-        contact_rows: list[dict[str, Any]] = []
-        new_orders: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        pending: list[tuple[int, IncomingCase, int, str]] = []  # (index, case, district, token)
-
         tokens = _tracking_tokens(len(fresh))
-        for index, case in enumerate(fresh):
-            token = tokens[index]
-            problem = district_ids[index][1]
-            row = _case_row(case, case_ids[index], token, now, import_run_id, time_shift)
-            row["district_id"] = district_ids[index][0]
-            keyword = ref.matcher(case.service_code).find(f"{case.service_name} {case.description}")
-            row["emergency"] = keyword is not None
+        keywords = [ref.matcher(c.service_code).find(f"{c.service_name} {c.description}") for c in fresh]
+        pending: list[int] = []  # indexes of the located cases, which go on to merge or a new order
+        for index, (_, problem) in enumerate(located):
             if problem:
-                row["location_state"] = "unlocated"
-                row["location_problem"] = problem
-                result.outcomes.append(CaseOutcome("unlocated", case_ids[index], None, token, bool(keyword)))
+                emergency = keywords[index] is not None
+                result.outcomes.append(CaseOutcome("unlocated", case_ids[index], None, tokens[index], emergency))
                 result.counts["unlocated"] += 1
             else:
-                pending.append((index, case, district_ids[index][0], token))
-            case_rows.append(row)
-            if case.contact is not None and not case.contact.is_empty():
-                contact_rows.append(
-                    {
-                        "case_id": case_ids[index],
-                        "first_name": case.contact.first_name,
-                        "last_name": case.contact.last_name,
-                        "email": case.contact.email,
-                        "phone": case.contact.phone,
-                        "device_id": case.contact.device_id,
-                    }
-                )
+                pending.append(index)
 
         if self.bulk:
-            self._preload_open_orders(session, {c.service_code for _, c, _, _ in pending if not c.is_closed}, ref)
+            self._preload_open_orders(session, {fresh[i].service_code for i in pending if not fresh[i].is_closed}, ref)
         order_ids = iter(_allocate_ids(session, WorkOrder, len(pending)))
+        # Grid positions of the whole batch in one numpy call rather than one call per case.
+        lons, lats = [fresh[i].lon for i in pending], [fresh[i].lat for i in pending]
+        xs, ys = (a.tolist() for a in ref.districts.projection.to_xy(lons, lats))
+        events = _Events(channel, actor, actor_user_id, now)
+        work_order_of: list[int | None] = [None] * len(fresh)
+        new_orders: list[tuple[Any, ...]] = []
+        published: list[tuple[int, int | None, int]] = []  # (id, crew, version) of new open orders
         merged_orders: dict[int, _OpenOrder] = {}
-        for index, case, district_id, token in pending:
+        for index, x, y in zip(pending, xs, ys, strict=True):
+            case = fresh[index]
             stype = ref.service_types[case.service_code]
-            keyword = ref.matcher(case.service_code).find(f"{case.service_name} {case.description}")
-            target = None if case.is_closed else self._find_duplicate(session, case, stype, ref)
+            keyword = keywords[index]
+            target = None if case.is_closed else self._find_duplicate(session, case, x, y, stype, ref)
             if target is not None:
-                target.case_count += 1
-                target.version += 1
-                target.last_reported_at = max(target.last_reported_at, case.requested_at)
-                target.first_reported_at = min(target.first_reported_at, case.requested_at)
-                case_rows[index]["work_order_id"] = target.id
-                events.append(
-                    _event(target.id, target.version, "merged", channel, actor, actor_user_id, now,
-                           case.requested_at, data={"case_id": case_ids[index]})
-                )
-                if keyword and not target.emergency:
-                    target.emergency = True
-                    target.version += 1
-                    events.append(
-                        _event(target.id, target.version, "alert", channel, actor, actor_user_id, now,
-                               case.requested_at, data={"reason": "emergency keyword", "keyword": keyword})
-                    )
+                _merge_into(target, case, case_ids[index], keyword, events)
+                work_order_of[index] = target.id
                 merged_orders[target.id] = target
-                result.outcomes.append(CaseOutcome("merged", case_ids[index], target.id, token, bool(keyword)))
+                result.outcomes.append(CaseOutcome("merged", case_ids[index], target.id, tokens[index], bool(keyword)))
                 result.counts["merged"] += 1
                 continue
 
             order_id = next(order_ids)
-            order, order_events = _new_order(
+            district_id = located[index][0]
+            row, order = _new_order(
                 order_id, case, stype, district_id, keyword, ref.crew_for(district_id, case.service_code),
-                channel, actor, actor_user_id, now, case_ids[index],
+                case_ids[index], x, y, events,
             )
-            new_orders.append(order)
-            events.extend(order_events)
-            case_rows[index]["work_order_id"] = order_id
-            if order["is_open"]:
-                self._remember(case, order, ref)
-            result.outcomes.append(CaseOutcome("created", case_ids[index], order_id, token, bool(keyword)))
+            new_orders.append(row)
+            work_order_of[index] = order_id
+            if not case.is_closed:
+                self._grid(case.service_code, float(stype["duplicate_radius_m"])).add(x, y, order)
+                published.append((order.id, order.crew_id, order.version))
+            result.outcomes.append(CaseOutcome("created", case_ids[index], order_id, tokens[index], bool(keyword)))
             result.counts["created"] += 1
 
+        case_rows = [
+            _case_row(case, case_ids[index], tokens[index], located[index], keywords[index] is not None,
+                      work_order_of[index], now, import_run_id, time_shift)
+            for index, case in enumerate(fresh)
+        ]
+        contact_rows = [
+            (case_ids[index], c.first_name, c.last_name, c.email, c.phone, c.device_id)
+            for index, case in enumerate(fresh)
+            if (c := case.contact) is not None and not c.is_empty()
+        ]
         memo: dict[datetime, str] = {}  # the same instants recur in cases, orders and events
-        if new_orders:
-            _bulk_insert(session, WorkOrder, new_orders, memo)
-        if case_rows:
-            _bulk_insert(session, Case, case_rows, memo)
-        if contact_rows:
-            _bulk_insert(session, CaseContact, contact_rows, memo)
+        _bulk_insert(session, WorkOrder, _ORDER_COLUMNS, new_orders, memo)
+        _bulk_insert(session, Case, _CASE_COLUMNS, case_rows, memo)
+        _bulk_insert(session, CaseContact, _CONTACT_COLUMNS, contact_rows, memo)
         if merged_orders:
             _write_merges(session, list(merged_orders.values()), now)
-        if events:
-            _bulk_insert(session, WorkOrderEvent, events, memo)
+        _bulk_insert(session, WorkOrderEvent, _EVENT_COLUMNS, events.rows, memo)
         # Crews' devices and dispatchers' consoles hear of open work through the change feed.
-        publish_orders(
-            session,
-            [(o["id"], o["crew_id"], o["version"]) for o in new_orders if o["is_open"]]
-            + [(o.id, o.crew_id, o.version) for o in merged_orders.values()],
-        )
+        publish_orders(session, published + [(o.id, o.crew_id, o.version) for o in merged_orders.values()])
         return result
 
     def _split_present(
@@ -367,15 +342,15 @@ class Pipeline:
         return self._grids[code]
 
     def _find_duplicate(
-        self, session: Session, case: IncomingCase, stype: dict[str, Any], ref: ReferenceData
+        self, session: Session, case: IncomingCase, x: float, y: float, stype: dict[str, Any], ref: ReferenceData
     ) -> _OpenOrder | None:
+        """An open order of the case's type within the type's radius and window, or None."""
         radius = float(stype["duplicate_radius_m"])
         if radius <= 0:
             return None
         window = timedelta(hours=float(stype["duplicate_window_hours"]))
         grid = self._grid(case.service_code, radius)
         self._load_open_orders(session, case, radius, window, grid, ref)
-        x, y = ref.districts.projection.point_xy(case.lon, case.lat)  # type: ignore[arg-type]
         for _, order in grid.near(x, y, radius):
             if (order.first_reported_at - window) <= case.requested_at <= (order.last_reported_at + window):
                 return order
@@ -437,16 +412,6 @@ class Pipeline:
             x, y = ref.districts.projection.point_xy(lon, lat)
             self._grids[code].add(x, y, _OpenOrder(wid, x, y, first, last, count, version, emergency, priority, crew_id))
 
-    def _remember(self, case: IncomingCase, order: dict[str, Any], ref: ReferenceData) -> None:
-        stype = ref.service_types[case.service_code]
-        grid = self._grid(case.service_code, float(stype["duplicate_radius_m"]))
-        x, y = ref.districts.projection.point_xy(case.lon, case.lat)  # type: ignore[arg-type]
-        grid.add(
-            x, y,
-            _OpenOrder(order["id"], x, y, order["first_reported_at"], order["last_reported_at"], 1,
-                       order["version"], order["emergency"], order["priority"], order["crew_id"]),
-        )
-
 
 # -- row builders ------------------------------------------------------------------------
 
@@ -456,43 +421,67 @@ def _shifted(case: IncomingCase, shift: timedelta, now: datetime) -> IncomingCas
     return replace(case, requested_at=min(case.requested_at + shift, now), closed_at=closed)
 
 
+# Columns in the order the row builders fill them: tuples, not dicts, because a city export
+# is tens of thousands of rows and a dict per row costs more than its insert.
+_CASE_COLUMNS = (
+    "id", "source", "external_id", "service_code", "service_name", "description", "address", "lat", "lon",
+    "location_state", "location_problem", "emergency", "district_id", "reported_district", "requested_at",
+    "original_requested_at", "closed_at", "status_received", "resolution", "agency", "media_url", "attributes",
+    "work_order_id", "tracking_token", "import_run_id", "received_at", "updated_at",
+)
+_ORDER_COLUMNS = (
+    "id", "number", "service_code", "lat", "lon", "address", "description", "district_id", "priority", "emergency",
+    "sla_due_at", "crew_id", "status", "is_open", "resolution", "notes", "notes_version", "deleted_at",
+    "first_reported_at", "last_reported_at", "closed_at", "case_count", "version", "created_at", "updated_at",
+)
+_EVENT_COLUMNS = (
+    "uid", "work_order_id", "version", "kind", "from_status", "to_status", "data", "channel", "actor_user_id",
+    "actor", "occurred_at", "recorded_at",
+)
+_CONTACT_COLUMNS = ("case_id", "first_name", "last_name", "email", "phone", "device_id")
+
+
 def _case_row(
     case: IncomingCase,
     case_id: int,
     token: str,
+    located: tuple[int | None, str | None],
+    emergency: bool,
+    work_order_id: int | None,
     now: datetime,
     import_run_id: int | None,
     time_shift: timedelta | None,
-) -> dict[str, Any]:
-    return {
-        "id": case_id,
-        "source": case.source,
-        "external_id": case.external_id,
-        "service_code": case.service_code,
-        "service_name": case.service_name,
-        "description": case.description or "",
-        "address": case.address,
-        "lat": case.lat,
-        "lon": case.lon,
-        "location_state": "located",
-        "location_problem": None,
-        "emergency": False,
-        "district_id": None,
-        "reported_district": case.reported_district,
-        "requested_at": case.requested_at,
-        "original_requested_at": case.requested_at - time_shift if time_shift else None,
-        "closed_at": case.closed_at,
-        "status_received": case.status_received,
-        "resolution": case.resolution,
-        "agency": case.agency,
-        "media_url": case.media_url,
-        "attributes": case.attributes or None,
-        "work_order_id": None,
-        "tracking_token": token,
-        "import_run_id": import_run_id,
-        "received_at": now,
-        "updated_at": now,
-    }
+) -> tuple[Any, ...]:
+    district_id, problem = located
+    return (
+        case_id,
+        case.source,
+        case.external_id,
+        case.service_code,
+        case.service_name,
+        case.description or "",
+        case.address,
+        case.lat,
+        case.lon,
+        "unlocated" if problem else "located",
+        problem or None,
+        emergency,
+        district_id,
+        case.reported_district,
+        case.requested_at,
+        case.requested_at - time_shift if time_shift else None,
+        case.closed_at,
+        case.status_received,
+        case.resolution,
+        case.agency,
+        case.media_url,
+        case.attributes or None,
+        work_order_id,
+        token,
+        import_run_id,
+        now,
+        now,
+    )
 
 
 def _tracking_tokens(count: int) -> list[str]:
@@ -501,43 +490,49 @@ def _tracking_tokens(count: int) -> list[str]:
     return [base64.urlsafe_b64encode(pool[i : i + 16]).rstrip(b"=").decode() for i in range(0, 16 * count, 16)]
 
 
+# Unique event ids without a uuid4 per row: a random per-process prefix and a counter.
 _UID_PREFIX = uuid.uuid4().hex[:20]
 _UID_COUNTER = itertools.count(1)  # next() on a count is atomic under the GIL
 
 
-def _new_uid() -> str:
-    """Unique event ids without a uuid4 per row: a random per-process prefix and a counter."""
-    return f"{_UID_PREFIX}{next(_UID_COUNTER):012x}"
+@dataclass(slots=True)
+class _Events:
+    """The event rows of one batch, all written by the same actor, channel and moment."""
+
+    channel: str
+    actor: str
+    actor_user_id: int | None
+    now: datetime
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def add(
+        self,
+        work_order_id: int,
+        version: int,
+        kind: str,
+        occurred_at: datetime,
+        *,
+        from_status: str | None = None,
+        to_status: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.rows.append((
+            f"{_UID_PREFIX}{next(_UID_COUNTER):012x}", work_order_id, version, kind, from_status, to_status, data, self.channel,
+            self.actor_user_id, self.actor, occurred_at, self.now,
+        ))
 
 
-def _event(
-    work_order_id: int,
-    version: int,
-    kind: str,
-    channel: str,
-    actor: str,
-    actor_user_id: int | None,
-    now: datetime,
-    occurred_at: datetime,
-    *,
-    from_status: str | None = None,
-    to_status: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "uid": _new_uid(),
-        "work_order_id": work_order_id,
-        "version": version,
-        "kind": kind,
-        "from_status": from_status,
-        "to_status": to_status,
-        "data": data,
-        "channel": channel,
-        "actor_user_id": actor_user_id,
-        "actor": actor,
-        "occurred_at": occurred_at,
-        "recorded_at": now,
-    }
+def _merge_into(target: _OpenOrder, case: IncomingCase, case_id: int, keyword: str | None, events: _Events) -> None:
+    target.case_count += 1
+    target.version += 1
+    target.last_reported_at = max(target.last_reported_at, case.requested_at)
+    target.first_reported_at = min(target.first_reported_at, case.requested_at)
+    events.add(target.id, target.version, "merged", case.requested_at, data={"case_id": case_id})
+    if keyword and not target.emergency:
+        target.emergency = True
+        target.version += 1
+        events.add(target.id, target.version, "alert", case.requested_at,
+                   data={"reason": "emergency keyword", "keyword": keyword})
 
 
 def _new_order(
@@ -547,72 +542,70 @@ def _new_order(
     district_id: int | None,
     keyword: str | None,
     crew_id: int | None,
-    channel: str,
-    actor: str,
-    actor_user_id: int | None,
-    now: datetime,
     case_id: int,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    x: float,
+    y: float,
+    events: _Events,
+) -> tuple[tuple[Any, ...], _OpenOrder]:
+    """The new order's row (its events go to `events`) and what merging needs to know of it."""
     sla_hours = float(stype["sla_hours"])
     priority = int(stype["default_priority"])
     if keyword:
         priority, sla_hours = 1, min(sla_hours, 4.0)
-    if case.is_closed:
+    closed = case.is_closed
+    if closed:
         status = Status.COMPLETED
     elif crew_id is not None:
         status = Status.ASSIGNED
     else:
         status = Status.NEW
-    order = {
-        "id": order_id,
-        "number": format_number(order_id),
-        "service_code": case.service_code,
-        "lat": case.lat,
-        "lon": case.lon,
-        "address": case.address,
-        "description": case.description or "",
-        "district_id": district_id,
-        "priority": priority,
-        "emergency": bool(keyword),
-        "sla_due_at": case.requested_at + timedelta(hours=sla_hours),
-        "crew_id": crew_id,
-        "status": status.value,
-        "is_open": not case.is_closed,
-        "resolution": case.resolution if case.is_closed else None,
-        "notes": "",
-        "notes_version": 0,
-        "deleted_at": None,
-        "first_reported_at": case.requested_at,
-        "last_reported_at": case.requested_at,
-        "closed_at": case.closed_at,
-        "case_count": 1,
-        "version": 1,
-        "created_at": now,
-        "updated_at": now,
-    }
     created_data: dict[str, Any] = {"case_id": case_id, "priority": priority}
     if crew_id is not None:
         created_data["crew_id"] = crew_id
         created_data["routed_by"] = "routing rule"
-    events = [
-        _event(order_id, 1, "created", channel, actor, actor_user_id, now, case.requested_at,
-               to_status=Status.ASSIGNED.value if crew_id is not None and not case.is_closed else Status.NEW.value,
+    version = 1
+    events.add(order_id, version, "created", case.requested_at,
+               to_status=Status.ASSIGNED.value if crew_id is not None and not closed else Status.NEW.value,
                data=created_data)
-    ]
     if keyword:
-        order["version"] += 1
-        events.append(
-            _event(order_id, order["version"], "alert", channel, actor, actor_user_id, now, case.requested_at,
+        version += 1
+        events.add(order_id, version, "alert", case.requested_at,
                    data={"reason": "emergency keyword", "keyword": keyword})
-        )
-    if case.is_closed:
-        order["version"] += 1
-        events.append(
-            _event(order_id, order["version"], "status", channel, actor, actor_user_id, now,
-                   case.closed_at or case.requested_at, from_status=Status.NEW.value,
-                   to_status=Status.COMPLETED.value, data={"resolution": case.resolution})
-        )
-    return order, events
+    if closed:
+        version += 1
+        events.add(order_id, version, "status", case.closed_at or case.requested_at,
+                   from_status=Status.NEW.value, to_status=Status.COMPLETED.value,
+                   data={"resolution": case.resolution})
+    now = events.now
+    row = (
+        order_id,
+        format_number(order_id),
+        case.service_code,
+        case.lat,
+        case.lon,
+        case.address,
+        case.description or "",
+        district_id,
+        priority,
+        bool(keyword),
+        case.requested_at + timedelta(hours=sla_hours),
+        crew_id,
+        status.value,
+        not closed,
+        case.resolution if closed else None,
+        "",  # notes
+        0,  # notes_version
+        None,  # deleted_at
+        case.requested_at,  # first_reported_at
+        case.requested_at,  # last_reported_at
+        case.closed_at,
+        1,  # case_count
+        version,
+        now,  # created_at
+        now,  # updated_at
+    )
+    order = _OpenOrder(order_id, x, y, case.requested_at, case.requested_at, 1, version, bool(keyword), priority, crew_id)
+    return row, order
 
 
 def _write_merges(session: Session, orders: list[_OpenOrder], now: datetime) -> None:
@@ -656,10 +649,14 @@ def _service_types(session: Session, codes: list[str] | None = None) -> dict[str
 
 
 def _bulk_insert(
-    session: Session, model: type, rows: list[dict[str, Any]], memo: dict[datetime, str] | None = None
+    session: Session,
+    model: type,
+    columns: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+    memo: dict[datetime, str] | None = None,
 ) -> None:
     """One driver-level executemany: several times faster than ORM objects for an export."""
-    bulk_insert(session.connection(), model.__table__, rows, memo=memo)  # type: ignore[attr-defined]
+    bulk_insert(session.connection(), model.__table__, columns, rows, memo=memo)  # type: ignore[attr-defined]
 
 
 def _allocate_ids(session: Session, model: type, count: int) -> list[int]:
