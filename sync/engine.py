@@ -257,20 +257,27 @@ class SyncEngine:
     # -- pull ---------------------------------------------------------------------------
 
     def pull(self, session: Session, *, user_key: str, actor: Any, scopes: Sequence[str],
-             request: PullRequest) -> PullResponse:
+             request: PullRequest, bind: bool = True) -> PullResponse:
         """The changes of `scopes` after `request.cursor`, collapsed to one per entity and
-        loaded for `actor`. Writes only when it first sees a client (to bind it)."""
+        loaded for `actor`. Writes only when it first sees a client (to bind it); with
+        `bind=False` it only reads, and the caller binds a new client (`bind_client`) in a
+        write transaction of its own if `is_new_client` said so."""
         request = _validated(request, PullRequest)
-        client = session.get(SyncClient, request.client_id)
-        if client is not None and client.user_key != user_key:
-            raise ClientForbidden("this client_id belongs to another user; start a new client",
-                                  field="client_id")
+        is_new = self.is_new_client(session, client_id=request.client_id, user_key=user_key)
         # Read before any write: on PostgreSQL our own txid would hold the feed back.
         rows, cursor, has_more = read_feed(session, scopes=scopes, cursor=request.cursor,
                                            limit=request.limit)
-        if client is None:
+        if is_new and bind:
             self._bind(session, request.client_id, user_key, lock=False, now=utcnow())
         return PullResponse(cursor=cursor, has_more=has_more, changes=self._changes(session, rows, actor))
+
+    def is_new_client(self, session: Session, *, client_id: str, user_key: str) -> bool:
+        """Whether `client_id` is not bound yet; ClientForbidden if another user has it."""
+        client = session.get(SyncClient, client_id)
+        if client is not None and client.user_key != user_key:
+            raise ClientForbidden("this client_id belongs to another user; start a new client",
+                                  field="client_id")
+        return client is None
 
     def _changes(self, session: Session, rows: list[FeedRow], actor: Any) -> list[Change]:
         last: dict[tuple[str, str], FeedRow] = {}

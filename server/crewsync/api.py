@@ -26,6 +26,7 @@ from sqlmodel import Session
 from server.auth.guards import current_user, requires_role
 from server.auth.tokens import AuthUser
 from server.crewsync.loaders import LOADERS
+from server.db import read_session, write_session
 from server.crewsync.mutators import build_registry
 from server.errors import NotFound, ValidationFailed
 from server.models import Blob
@@ -62,20 +63,30 @@ crew_only = requires_role("crew")
 
 @post("/push", operation_id="syncPush", request_max_body_size=MAX_PUSH_BYTES, sync_to_thread=True,
       status_code=200, guards=[crew_only])
-def push(request: ViewerRequest, data: JSONBody[PushRequest], db_write: NamedDependency[Session]) -> PushResponse:
+def push(request: ViewerRequest, data: JSONBody[PushRequest]) -> PushResponse:
     """Apply queued mutations; effects, results and the acknowledged seq commit together."""
     user = current_user(request)
     engine: SyncEngine = request.app.state.sync_engine
-    return engine.push(db_write, user_key=str(user.id), actor=user, request=data)
+    # Its own transaction, committed in this thread (see server.db.write_session).
+    with write_session(request.app.state.engine) as session:
+        return engine.push(session, user_key=str(user.id), actor=user, request=data)
 
 
 @post("/pull", operation_id="syncPull", request_max_body_size=16_000, sync_to_thread=True, status_code=200,
       guards=[crew_only])
-def pull(request: ViewerRequest, data: JSONBody[PullRequest], db_write: NamedDependency[Session]) -> PullResponse:
+def pull(request: ViewerRequest, data: JSONBody[PullRequest]) -> PullResponse:
     """Changes in the crew's scope after the cursor (an empty cursor primes a new device)."""
     user = current_user(request)
     engine: SyncEngine = request.app.state.sync_engine
-    return engine.pull(db_write, user_key=str(user.id), actor=user, scopes=_scopes(user), request=data)
+    database = request.app.state.engine
+    with read_session(database) as session:  # a pull only reads: it never waits for a writer
+        is_new = engine.is_new_client(session, client_id=data.client_id, user_key=str(user.id))
+        response = engine.pull(session, user_key=str(user.id), actor=user, scopes=_scopes(user),
+                               request=data, bind=False)
+    if is_new:
+        with write_session(database) as session:
+            engine.bind_client(session, client_id=data.client_id, user_key=str(user.id))
+    return response
 
 
 @get("/events", operation_id="syncEvents", guards=[crew_only])
