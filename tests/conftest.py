@@ -7,12 +7,16 @@ PostgreSQL is not optional: if it cannot be reached the tests error, they do not
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -115,7 +119,8 @@ def city_settings(settings: Settings, city: str) -> Settings:
 
 
 class LiveServer:
-    """A real Hypercorn process serving `create_app()` on loopback."""
+    """A real Hypercorn process serving `create_app()` on loopback, in a process group of
+    its own (so that a crash kills its worker too), its stderr kept in `log`."""
 
     def __init__(self, settings: Settings, env_extra: dict[str, str] | None = None) -> None:
         self.settings = settings
@@ -123,6 +128,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env_extra = env_extra or {}
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: deque[str] = deque(maxlen=200)  # the server's stderr, last lines
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -144,18 +150,31 @@ class LiveServer:
             [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}",
              "--log-level", "WARNING", "server.app:create_app()"],
             cwd=ROOT, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
         )
+        stream = self.process.stderr
+        assert stream is not None
+        # Keep draining stderr: a full pipe would block the server mid-request.
+        threading.Thread(target=lambda: self.log.extend(line.decode(errors="replace") for line in stream),
+                         daemon=True).start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"server exited: {err[-2000:]}")
+                time.sleep(0.2)  # let the drain thread read what it said
+                raise RuntimeError(f"server exited: {''.join(self.log)[-2000:]}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
+        self.kill()
         raise RuntimeError("server did not start in 30 s")
+
+    def kill(self) -> None:
+        """Kill the server and its worker at once, as a crash or a power cut would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -163,8 +182,11 @@ class LiveServer:
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                pass
+        if self.process:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the group is left
+            self.process.wait()
 
 
 @pytest.fixture(scope="module")

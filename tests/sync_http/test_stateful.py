@@ -42,7 +42,6 @@ Run with -rP to see what the examples went through (outcomes, conflicts, faults,
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict, deque
@@ -112,9 +111,8 @@ class World:
         self.settings = settings
         self.seeded = seed(engine, per_crew=ORDERS_PER_CREW)
         self.crew_ids = dict(self.seeded.crews)
-        self.log: deque[str] = deque(maxlen=200)  # the server's stderr, last lines
         self.server = LiveServer(settings)
-        self._start(self.server)
+        self.server.start()
         self.headers = {crew: sign_in(self.url, f"crew-{crew}") for crew in CREWS}
         self.dispatcher = sign_in(self.url, "dispatcher")
 
@@ -122,24 +120,20 @@ class World:
     def url(self) -> str:
         return self.server.url
 
+    @property
+    def log(self) -> deque[str]:
+        """The running server's stderr, last lines."""
+        return self.server.log
+
     def restart(self, *, crash: bool = False) -> None:
         old = self.server
-        if crash and old.process is not None:
-            old.process.kill()
-            old.process.wait()
+        if crash:
+            old.kill()
         old.stop()
         new = LiveServer(self.settings)
         new.port, new.url = old.port, old.url
-        self._start(new)
+        new.start()
         self.server = new
-
-    def _start(self, server: LiveServer) -> None:
-        """Start `server` and keep draining its stderr (a full pipe would block it)."""
-        server.start()
-        assert server.process is not None and server.process.stderr is not None
-        stream = server.process.stderr
-        threading.Thread(target=lambda: self.log.extend(line.decode(errors="replace") for line in stream),
-                         daemon=True).start()
 
     def stop(self) -> None:
         self.server.stop()
