@@ -10,12 +10,14 @@ with its reason, to a rejects file: nothing is dropped silently.
 from __future__ import annotations
 
 import csv
+import gc
 import gzip
 import json
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -136,7 +138,7 @@ def import_file(
     )
     started = time.perf_counter()
     try:
-        with write_session(engine) as session:
+        with write_session(engine) as session, _collections_per_batch():
             batches = read_batches(path, fmt=fmt, tz=settings.zone, batch_size=batch_size)
             for batch in prefetch(batches):
                 cases: list[IncomingCase] = []
@@ -155,6 +157,7 @@ def import_file(
                     setattr(summary, key, getattr(summary, key) + result.counts[key])
                 if progress:
                     progress(len(batch))
+                gc.collect(1)  # the batch's cyclic garbage, if any: see _collections_per_batch
             summary.seconds = time.perf_counter() - started
             _finish_run(session, run_id, summary)
     except Exception as exc:
@@ -165,6 +168,26 @@ def import_file(
     rejects.close()
     summary.rejects_file = str(rejects_path) if rejects._writer is not None else None
     return summary
+
+
+@contextmanager
+def _collections_per_batch() -> Iterator[None]:
+    """Switch the garbage collector's automatic runs off; the import collects once per batch.
+
+    A batch allocates tens of thousands of short-lived objects, so left to itself the
+    collector runs dozens of times per batch, and its full runs walk the whole heap (every
+    module, the ORM's mappings): a sixth of an import's time. Collecting the young
+    generations after each batch still finds the batch's reference cycles while they are
+    young, so memory stays flat. Automatic collection is process-wide: it is switched back
+    on (if it was on) when the import ends.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def prefetch(batches: Iterator[list[_Item]], depth: int = 2) -> Iterator[list[_Item]]:
