@@ -239,16 +239,19 @@ class SyncEngine:
 
     def _bind(self, session: Session, client_id: str, user_key: str, *, lock: bool,
               now: datetime) -> SyncClient:
-        connection = session.connection()
-        insert = _INSERT[connection.dialect.name](SyncClient.__table__)  # type: ignore[attr-defined]
-        connection.execute(insert.values(
-            client_id=client_id, user_key=user_key, last_seq=0, schema_version=0, app_version="",
-            created_at=now, last_seen_at=now,
-        ).on_conflict_do_nothing(index_elements=["client_id"]))
         query = select(SyncClient).where(SyncClient.client_id == client_id)
         if lock:  # serialises pushes of one client (SQLite's BEGIN IMMEDIATE already does)
             query = query.with_for_update()
-        client = session.exec(query.execution_options(populate_existing=True)).one()
+        query = query.execution_options(populate_existing=True)
+        client = session.exec(query).first()
+        if client is None:  # first contact; two at once both insert, one row stays
+            connection = session.connection()
+            insert_client = _INSERT[connection.dialect.name](SyncClient.__table__)  # type: ignore[attr-defined]
+            connection.execute(insert_client.values(
+                client_id=client_id, user_key=user_key, last_seq=0, schema_version=0, app_version="",
+                created_at=now, last_seen_at=now,
+            ).on_conflict_do_nothing(index_elements=["client_id"]))
+            client = session.exec(query).one()
         if client.user_key != user_key:
             raise ClientForbidden("this client_id belongs to another user; start a new client",
                                   field="client_id")
