@@ -132,7 +132,7 @@ def apply_status(session: Session, ctx: MutationContext, args: StatusArgs) -> Ap
     if not _holds_now(ctx, order) or current == Status.CANCELLED:
         # Reassigned away or cancelled while the crew was offline: the crew's report is
         # kept for review, the dispatcher's decision stands.
-        ctx.conflict(entity="work_order", entity_id=str(order.id), field="status",
+        ctx.conflict(entity="work_order", entity_id=str(order.id), field="status", kind="transition",
                      base_version=None, server_value=current.value, client_value=target.value)
         return Applied(server_version=order.version, conflicted=True,
                        result={"status": current.value, "kept": "server"})

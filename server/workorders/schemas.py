@@ -62,6 +62,8 @@ class WorkOrderPublic(SQLModel):
     last_reported_at: datetime
     closed_at: datetime | None
     resolution: str | None
+    notes: str  # shared free text that crews and dispatchers edit (optimistic, see notes_version)
+    notes_version: int
     version: int
     created_at: datetime
     updated_at: datetime

@@ -189,7 +189,8 @@ def test_completed_after_cancel_becomes_a_conflict_with_the_work_kept(
     assert facts(engine, uid) == 1  # the work is kept
     with Session(engine) as session:
         conflict = session.exec(select(SyncConflict).where(SyncConflict.mid == done["mid"])).one()
-    assert (conflict.field, conflict.server_value, conflict.client_value) == ("status", "cancelled", "completed")
+    assert (conflict.kind, conflict.field, conflict.server_value, conflict.client_value) == \
+        ("transition", "status", "cancelled", "completed")
 
     listed = httpx.get(f"{server.url}/api/dispatch/conflicts", headers=dispatcher).json()
     assert any(c["id"] == conflict.id for c in listed)
@@ -211,7 +212,10 @@ def test_shared_notes_mismatch_keeps_both_values(
     assert db_order(engine, job).notes == "Dog in the yard"
     with Session(engine) as session:
         conflict = session.exec(select(SyncConflict).where(SyncConflict.mid == edit["mid"])).one()
-    assert (conflict.server_value, conflict.client_value) == ("Dog in the yard", "Gate code 4411")
+    assert (conflict.kind, conflict.server_value, conflict.client_value) == \
+        ("optimistic", "Dog in the yard", "Gate code 4411")
+    shown = httpx.get(f"{server.url}/api/workorders/{job}", headers=dispatcher).json()
+    assert (shown["notes"], shown["notes_version"]) == ("Dog in the yard", seen + 1)
     stale = dispatch(server, dispatcher, job, notes="x", notes_base_version=seen)
     assert stale.status_code == 409 and stale.json()["field"] == "notes_base_version"
 
