@@ -2,7 +2,7 @@
 
 A generic server side for offline-first clients, like Replicache's: server-authoritative
 named mutations pushed from a per-client queue (applied once, in order, each in its own
-savepoint), a scoped change feed pulled through a cursor that never skips a late commit,
+savepoint, or a run of them at once where the mutator offers `apply_many`), a scoped change feed pulled through a cursor that never skips a late commit,
 conflict policy kinds, and records of conflicts and rejections for review. It knows
 nothing of work orders and imports nothing from the server or from Litestar.
 
