@@ -219,7 +219,8 @@ def clean(text: str) -> str | None:
 
 
 def join_nonblank(values: Iterable[str], sep: str = "; ") -> str:
-    return sep.join(v for v in (value.strip() for value in values) if v)
+    # map and a list, not nested generators: this runs for every record of an export.
+    return sep.join([v for v in map(str.strip, values) if v])
 
 
 def positive_int_label(text: str) -> str | None:
