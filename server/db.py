@@ -170,9 +170,9 @@ def _sqlite_datetimes(column: _Column, memo: dict[datetime, str]) -> _Column:
     # A batch's rows share instants (its "now"; a request's time in its case, order and
     # events): convert each distinct one once, then look every value up without a Python
     # call per value.
-    for value in set(column).difference(memo):
-        memo[value] = _sqlite_datetime(value)  # type: ignore[assignment]  # None → None
-    return list(map(memo.__getitem__, column))
+    new = [value for value in set(column).difference(memo) if value is not None]
+    memo.update(zip(new, _sqlite_datetime_texts(new)))
+    return [None if value is None else memo[value] for value in column]
 
 
 def _aware(column: _Column) -> _Column:
@@ -182,15 +182,21 @@ def _aware(column: _Column) -> _Column:
     return column
 
 
-def _sqlite_datetime(value: datetime | None) -> str | None:
-    # SQLAlchemy's SQLite DATETIME storage format, naive UTC: it compares as text.
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        if value.utcoffset() is None:
-            raise ValueError("Datetime values must have timezone information")
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:-6]  # without the "+00:00"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _sqlite_datetime_texts(values: list[datetime]) -> list[str]:
+    """SQLAlchemy's SQLite DATETIME storage format, naive UTC to the microsecond: it compares as text.
+
+    numpy formats a whole batch at once, several times faster than `isoformat` per value.
+    """
+    try:
+        micros = [(value - _EPOCH) // _MICROSECOND for value in values]
+    except TypeError:  # a naive datetime cannot be subtracted from an aware one
+        raise ValueError("Datetime values must have timezone information") from None
+    texts = np.datetime_as_string(np.array(micros, dtype="datetime64[us]")).tolist()
+    return [text.replace("T", " ") for text in texts]
 
 
 def _json_texts(column: _Column) -> _Column:

@@ -147,6 +147,11 @@ def apply_overrides(values: dict[str, Any], overrides: Mapping[str, Mapping[str,
     return merged
 
 
+# Texts remembered per matcher: an export repeats the same few (a type's name and an empty
+# or stock description) thousands of times, but a long import must not grow the memo.
+_MEMO_LIMIT = 4096
+
+
 class EmergencyMatcher:
     """Finds the first emergency keyword in a text, on word boundaries."""
 
@@ -157,9 +162,16 @@ class EmergencyMatcher:
             if words
             else None
         )
+        self._memo: dict[str, str | None] = {}
 
     def find(self, text: str) -> str | None:
         if not self._pattern or not text:
             return None
+        if text in self._memo:
+            return self._memo[text]
         match = self._pattern.search(text)
-        return match.group(1).lower() if match else None
+        found = match.group(1).lower() if match else None
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[text] = found
+        return found
