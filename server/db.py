@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, Boolean, Connection, DateTime, Engine, Table, create_engine, event
