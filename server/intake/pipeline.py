@@ -138,6 +138,8 @@ class ReferenceData:
         return self.matchers[code]
 
     def crew_for(self, district_id: int | None, code: str) -> int | None:
+        if not self.routing:  # no rules: skip building four keys for every order
+            return None
         for key in ((district_id, code), (district_id, None), (None, code), (None, None)):
             if key in self.routing:
                 return self.routing[key]
@@ -273,7 +275,7 @@ class Pipeline:
             )
             new_orders.append(row)
             work_order_of[index] = order_id
-            if not case.is_closed:
+            if order is not None:  # open: later cases may merge into it
                 self._grid(case.service_code, float(stype["duplicate_radius_m"])).add(x, y, order)
                 published.append((order.id, order.crew_id, order.version))
             result.outcomes.append(CaseOutcome("created", case_ids[index], order_id, tokens[index], bool(keyword)))
@@ -564,8 +566,8 @@ def _new_order(
     x: float,
     y: float,
     events: _Events,
-) -> tuple[tuple[Any, ...], _OpenOrder]:
-    """The new order's row (its events go to `events`) and what merging needs to know of it."""
+) -> tuple[tuple[Any, ...], _OpenOrder | None]:
+    """The new order's row (its events go to `events`) and, if it is open, what merging needs to know of it."""
     sla_hours = float(stype["sla_hours"])
     priority = int(stype["default_priority"])
     if keyword:
@@ -622,8 +624,9 @@ def _new_order(
         now,  # created_at
         now,  # updated_at
     )
-    order = _OpenOrder(order_id, x, y, case.requested_at, case.requested_at, 1, version, bool(keyword), priority, crew_id)
-    return row, order
+    if closed:
+        return row, None
+    return row, _OpenOrder(order_id, x, y, case.requested_at, case.requested_at, 1, version, bool(keyword), priority, crew_id)
 
 
 def _write_merges(session: Session, orders: list[_OpenOrder], now: datetime) -> None:

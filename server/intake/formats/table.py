@@ -232,7 +232,7 @@ class RowMapper:
             requested_at=requested_at,
             lat=point[0] if point else None,
             lon=point[1] if point else None,
-            description=join_nonblank(map(row.__getitem__, self.i_description)),
+            description=join_nonblank(map(row.__getitem__, self.i_description)) if self.i_description else "",
             address=self._address(row),
             agency=schema.fixed_agency or (_cell(row, self.i_agency) or None),
             status_received=status,
