@@ -337,11 +337,11 @@ class Pipeline:
         if not len(ref.districts):
             return [(None, p) for _, p in located]
         ids = ref.districts.assign([cases[i].lon for i in usable], [cases[i].lat for i in usable])
-        for i, district_id in zip(usable, ids, strict=True):
+        for i, district_id in zip(usable, ids.tolist(), strict=True):  # ints, not numpy scalars
             if district_id < 0:
                 located[i] = (None, "outside the service areas")
             else:
-                located[i] = (int(district_id), None)
+                located[i] = (district_id, None)
         return located
 
     # -- merging -------------------------------------------------------------------------
