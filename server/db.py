@@ -173,7 +173,7 @@ def _sqlite_datetimes(column: _Column, memo: dict[datetime, str]) -> _Column:
     # call per value.
     new = [value for value in set(column).difference(memo) if value is not None]
     memo.update(zip(new, _sqlite_datetime_texts(new)))
-    return [None if value is None else memo[value] for value in column]
+    return list(map(memo.get, column))  # None is not in the memo: it stays None
 
 
 def _aware(column: _Column) -> _Column:
