@@ -80,9 +80,9 @@ def ceiling(db_path: Path, folder: Path) -> tuple[int, float]:
             "SELECT sql FROM sqlite_master WHERE tbl_name=? AND sql IS NOT NULL ORDER BY type DESC", (table,)
         ):
             target.execute(sql)
-        rows = source.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608
+        rows = source.execute(f"SELECT * FROM {table}").fetchall()
         marks = ",".join("?" * len(rows[0]))
-        payload[table] = (f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608
+        payload[table] = (f"INSERT INTO {table} VALUES ({marks})", rows)
         written += len(rows)
     cases = len(payload["case_record"][1])
     started = time.perf_counter()

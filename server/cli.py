@@ -1,4 +1,4 @@
-"""The `fieldwork` command: demo, serve, import, areas, users, crews, routing, db."""
+"""The `fieldwork` command: demo, serve, worker, vapid, import, areas, users, crews, routing, db."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -22,28 +23,18 @@ from server.settings import DEFAULT_DB_PATH, Settings, settings_from_env
 __all__ = ["main"]
 
 console = Console(stderr=True, highlight=False)
-SECRET_FILE = DEFAULT_DB_PATH.parent / "auth-secret"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    _ensure_auth_secret()
+    from server.auth import passwords
+
     settings = settings_from_env()
+    passwords.configure(settings.auth.password_cost)
     if getattr(args, "database_url", None):
         settings = replace(settings, database=replace(settings.database, url=args.database_url))
     if getattr(args, "timezone", None):
-        settings = replace(settings, intake=replace(settings.intake, timezone=args.timezone))
+        settings = replace(settings, intake=replace(settings.intake, timezone=args.timezone, timezone_set=True))
     return settings
-
-
-def _ensure_auth_secret() -> None:
-    """Keep one signing secret on disk so tokens survive restarts and span workers."""
-    if os.environ.get("FIELDWORK_AUTH_SECRET"):
-        return
-    if not SECRET_FILE.exists():
-        SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
-        SECRET_FILE.write_text(secrets.token_urlsafe(48))
-        SECRET_FILE.chmod(0o600)
-    os.environ["FIELDWORK_AUTH_SECRET"] = SECRET_FILE.read_text().strip()
 
 
 def _engine(settings: Settings):  # type: ignore[no-untyped-def]
@@ -63,6 +54,22 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync_compact(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from server.db import write_session
+    from sync import compact_feed
+
+    if args.keep_days < 0:
+        console.print("[red]--keep-days must be 0 or more")
+        return 2
+    engine = _engine(_settings(args))
+    with write_session(engine) as session:
+        deleted = compact_feed(session, before=datetime.now(UTC) - timedelta(days=args.keep_days))
+    console.print(f"sync feed compacted: {deleted:,} rows deleted (devices behind the horizon prime again)")
+    return 0
+
+
 def cmd_areas_load(args: argparse.Namespace) -> int:
     from server.intake.areas import load_areas
 
@@ -79,7 +86,7 @@ def cmd_areas_load(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from server.intake.importer import count_records, import_file
+    from server.intake.importer import NoServiceAreas, count_records, import_file
     from server.intake.records import FormatError
 
     settings = _settings(args)
@@ -100,9 +107,15 @@ def cmd_import(args: argparse.Namespace) -> int:
 
             try:
                 summary = import_file(engine, path, settings=settings.intake, fmt=args.format,
-                                      rejects_dir=Path(args.rejects_dir), progress=advance)
+                                      rejects_dir=Path(args.rejects_dir), progress=advance,
+                                      without_areas=args.without_areas)
+            except NoServiceAreas as exc:
+                console.print(f"[red]{path.name}: {exc}")
+                failed += 1
+                continue
             except FormatError as exc:
-                console.print(f"[red]{path.name}: {exc} — nothing was imported from it")
+                console.print(f"[red]{path.name}: {exc} — the run failed; the batches committed before "
+                              "the error stay whole: import the file again to complete it")
                 failed += 1
                 continue
         for line in summary.lines():
@@ -111,11 +124,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
+    from sqlmodel import select
+
     from server.auth.users import create_user
     from server.db import write_session
     from server.errors import DomainError
     from server.models import Crew
-    from sqlmodel import select
 
     engine = _engine(_settings(args))
     password = sys.stdin.readline().strip() if args.password_stdin else None
@@ -207,15 +221,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     engine = _engine(settings)
     console.print(f"[bold]Fieldwork demo: {city.name}[/] — loading service areas and records …")
-    summaries, accounts, shift = prepare_demo(
+    _summaries, accounts, begins = prepare_demo(
         engine, city=args.city, data_dir=data_dir, intake=settings.intake,
         rejects_dir=DEFAULT_DB_PATH.parent / "rejects",
-        on_file=lambda s: [console.print(line) for line in s.lines()],
+        on_file=lambda s: console.print("\n".join(s.lines())),
     )
+    from server.db import write_session
+    from server.notify.vapid import ensure_keys
+
+    with write_session(engine) as session:
+        ensure_keys(session)  # so that "Notify me" works in the demo
     engine.dispose()
+    days = (datetime.now(UTC) - begins).days
     console.print(
-        f"Times shifted by {shift.days:,} days {shift.seconds // 3600} h so that the newest record is now "
-        "(each case keeps its original time as original_requested_at)."
+        f"Times shifted so that the newest record is now and the exports follow one another a day apart: "
+        f"the {days} days of records end now (each case keeps its original time as original_requested_at)."
     )
     console.print("\n[bold]Sign in with[/] (passwords are new on every demo start):")
     for account in accounts:
@@ -226,13 +246,70 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_hypercorn(settings, args.host, args.port, 1)
 
 
+def cmd_vapid(args: argparse.Namespace) -> int:
+    """Make the server's VAPID key pair (once), or replace it with --rotate."""
+    from sqlalchemy import delete
+
+    from server.db import write_session
+    from server.models import PushSubscription
+    from server.notify.vapid import ensure_keys
+
+    engine = _engine(_settings(args))
+    with write_session(engine) as session:
+        identity, created = ensure_keys(session, rotate=args.rotate)
+        dropped = 0
+        if args.rotate:
+            # Subscriptions were made for the old public key: push services refuse them now.
+            dropped = int(session.execute(delete(PushSubscription)).rowcount or 0)  # type: ignore[attr-defined]
+    engine.dispose()
+    if args.rotate:
+        console.print(f"new VAPID key pair stored; {dropped} browser subscriptions made for the old key removed")
+    elif created:
+        console.print("VAPID key pair created and stored in the database (the private key stays there)")
+    else:
+        console.print("VAPID key pair already present (use --rotate to replace it)")
+    print(identity.public_key)  # the public key alone on stdout, for scripts
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Send queued push notices: until stopped, or what is due now with --once."""
+    from server.notify.sender import Sender
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sender = Sender(engine, settings.push, name=args.name)
+
+    async def run() -> None:
+        if args.once:
+            stats = await sender.drain()
+            console.print(f"sent {stats.sent} · retry later {stats.retried} · gone {stats.gone} · "
+                          f"failed {stats.failed} · expired {stats.expired}")
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(f"push sender {sender.name} running; Ctrl-C or SIGTERM stops it after the notices in flight")
+        await sender.run(stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _print_urls(host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     console.print(f"\nServing on {base}")
     console.print(f"  Open311 GeoReport v2  {base}/open311/v2/discovery.json")
     console.print(f"  API docs (OpenAPI)    {base}/api/docs")
     console.print(f"  Work orders (GeoJSON) {base}/api/workorders.geojson (signed in)")
-    console.print(f"  Apps                  {base}/")
+    console.print(f"  Report and track      {base}/ (residents)")
+    console.print(f"  Crew app (phones)     {base}/crew/")
+    console.print(f"  Dispatcher console    {base}/dispatch/ (sign in as dispatcher)")
 
 
 def _run_hypercorn(settings: Settings, host: str, port: int, workers: int) -> int:
@@ -291,10 +368,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=cmd_serve)
 
+    worker = sub.add_parser("worker", help="send queued push notices (as its own process)")
+    worker.add_argument("--once", action="store_true", help="send what is due now, then exit")
+    worker.add_argument("--name", help="this sender's name in the outbox (default: host and a random id)")
+    worker.set_defaults(func=cmd_worker)
+
+    vapid = sub.add_parser("vapid", help="make the VAPID key pair for Web Push (stored in the database)")
+    vapid.add_argument("--rotate", action="store_true", help="replace the key pair (drops every subscription)")
+    vapid.set_defaults(func=cmd_vapid)
+
     imp = sub.add_parser("import", help="import 311 exports (NYC, Chicago, LA, Open311 JSON)")
     imp.add_argument("paths", nargs="+")
     imp.add_argument("--format", choices=["auto", "nyc", "chicago", "la", "open311"], default="auto")
-    imp.add_argument("--timezone", help="the jurisdiction's time zone (default FIELDWORK_TIMEZONE)")
+    imp.add_argument("--timezone", help="the time zone of the file's local times (default FIELDWORK_TIMEZONE, "
+                     "else the zone of the city whose export it is)")
+    imp.add_argument("--without-areas", action="store_true",
+                     help="import although no service areas are loaded: every case waits unlocated")
     imp.add_argument("--rejects-dir", default=str(DEFAULT_DB_PATH.parent / "rejects"))
     imp.set_defaults(func=cmd_import)
 
@@ -333,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)
     upgrade = db.add_parser("upgrade", help="apply migrations")
     upgrade.set_defaults(func=cmd_db_upgrade)
+
+    sync = sub.add_parser("sync", help="the crews' sync feed").add_subparsers(dest="sync_cmd", required=True)
+    compact = sync.add_parser("compact", help="compact the change feed below a horizon")
+    compact.add_argument("--keep-days", type=int, default=7, help="keep every row of the last N days (default 7)")
+    compact.set_defaults(func=cmd_sync_compact)
     return parser
 
 

@@ -6,7 +6,8 @@
     ├── Forbidden               signed in, but not allowed (403)
     ├── NotAuthenticated        no or bad credentials (401)
     ├── Conflict                the state changed under you (409)
-    └── TooManyAttempts         slow down (429)
+    ├── TooManyAttempts         slow down (429, Retry-After)
+    └── Overloaded              the server is busy; come back soon (503, Retry-After)
 
 Service functions raise these; handlers never build error responses themselves. The sync
 engine's own errors (`sync.SyncError`: 403, 409, 413, 422) are mapped here too. Open311
@@ -15,8 +16,10 @@ routes render the same errors in the GeoReport v2 error format (see server.open3
 
 from __future__ import annotations
 
+import re
+
 from litestar import Request, Response
-from litestar.exceptions import ValidationException
+from litestar.exceptions import TooManyRequestsException, ValidationException
 
 from sync import SyncError
 
@@ -26,9 +29,11 @@ __all__ = [
     "Forbidden",
     "NotAuthenticated",
     "NotFound",
+    "Overloaded",
     "TooManyAttempts",
     "ValidationFailed",
     "domain_exception_handlers",
+    "retry_after_header",
 ]
 
 
@@ -69,21 +74,43 @@ class TooManyAttempts(DomainError):
         self.retry_after = retry_after
 
 
+class Overloaded(DomainError):
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_header(exc: Exception) -> dict[str, str]:
+    """`Retry-After` for the errors that carry one (429, 503), else nothing."""
+    retry_after = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else {}
+
+
 def _domain_error(_: Request, exc: DomainError) -> Response:
     body: dict[str, object] = {"status_code": exc.status_code, "detail": exc.message}
     if exc.field:
         body["field"] = exc.field
-    headers = {}
-    if isinstance(exc, TooManyAttempts):
-        headers["Retry-After"] = str(exc.retry_after)
-    return Response(body, status_code=exc.status_code, headers=headers)
+    body.update(getattr(exc, "extra", None) or {})  # e.g. a 409's current version
+    return Response(body, status_code=exc.status_code, headers=retry_after_header(exc))
+
+
+# Litestar's message for a required parameter that is absent (it has no `extra`).
+_MISSING_PARAMETER = re.compile(r"^Missing required \w+ parameter '([^']+)'")
 
 
 def _validation_error(_: Request, exc: ValidationException) -> Response:
-    # Litestar's own validation errors already name the field in `extra`; keep that shape.
+    # Litestar's own validation errors name the field in `extra`; keep that shape, and name
+    # the field of a missing required parameter too.
     body: dict[str, object] = {"status_code": 400, "detail": exc.detail}
     if exc.extra:
         body["extra"] = exc.extra
+        items = exc.extra if isinstance(exc.extra, list) else [exc.extra]
+        if not any(isinstance(item, dict) and item.get("key") for item in items):
+            body["field"] = "body"  # the body as a whole is wrong (not an object, say)
+    elif missing := _MISSING_PARAMETER.match(exc.detail):
+        body["field"] = missing.group(1)
     return Response(body, status_code=400)
 
 
@@ -94,8 +121,20 @@ def _sync_error(_: Request, exc: SyncError) -> Response:
     return Response(body, status_code=exc.status_code)
 
 
+def _rate_limited(_: Request, exc: TooManyRequestsException) -> Response:
+    # Litestar's rate limiter says when in RateLimit-Reset; say it as Retry-After too, like
+    # every other 429 and 503 here.
+    headers = dict(exc.headers or {})
+    reset = next((v for k, v in headers.items() if k.lower() == "ratelimit-reset"), None)
+    if reset is not None and reset.isdigit():
+        headers["Retry-After"] = str(max(1, int(reset)))
+    body = {"status_code": 429, "detail": "too many requests from this address; slow down"}
+    return Response(body, status_code=429, headers=headers)
+
+
 domain_exception_handlers = {
     DomainError: _domain_error,
     SyncError: _sync_error,
     ValidationException: _validation_error,
+    TooManyRequestsException: _rate_limited,
 }

@@ -144,7 +144,7 @@ class DistrictIndex:
         projected = [shapely.transform(g, self._project_coords) for g in wgs]
         self.polygons = np.array(projected, dtype=object)
         shapely.prepare(self.polygons)
-        self.areas = shapely.area(self.polygons) if len(projected) else np.zeros(0)
+        self.areas = shapely.area(self.polygons) if projected else np.zeros(0)
         self.tree = shapely.STRtree(self.polygons)
 
     def _project_coords(self, coords: np.ndarray) -> np.ndarray:
@@ -192,7 +192,7 @@ class PointGrid:
         self.cells: dict[tuple[int, int], list[tuple[float, float, Any]]] = {}
 
     def _key(self, x: float, y: float) -> tuple[int, int]:
-        return int(math.floor(x / self.cell)), int(math.floor(y / self.cell))
+        return math.floor(x / self.cell), math.floor(y / self.cell)
 
     def add(self, x: float, y: float, item: Any) -> None:
         self.cells.setdefault(self._key(x, y), []).append((x, y, item))
@@ -204,7 +204,7 @@ class PointGrid:
     def near(self, x: float, y: float, radius: float) -> list[tuple[float, Any]]:
         """(distance, item) within `radius`, nearest first."""
         kx, ky = self._key(x, y)
-        reach = int(math.ceil(radius / self.cell))
+        reach = math.ceil(radius / self.cell)
         found: list[tuple[float, Any]] = []
         for i in range(kx - reach, kx + reach + 1):
             for j in range(ky - reach, ky + reach + 1):

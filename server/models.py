@@ -8,23 +8,29 @@ UTC. Work orders carry a `version` that every change bumps, and every change is 
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
     "Blob",
+    "BlobRef",
     "Case",
     "CaseContact",
     "Crew",
     "District",
     "FailedSignIn",
     "ImportRun",
+    "PushNotification",
+    "PushSubscription",
     "RoutingRule",
     "ServiceType",
+    "SharedValue",
     "User",
+    "VapidKey",
     "WorkOrder",
     "WorkOrderEvent",
     "utcnow",
@@ -33,6 +39,10 @@ __all__ = [
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_token_key() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def _json(nullable: bool = False) -> Any:
@@ -82,6 +92,10 @@ class Crew(SQLModel, table=True):
     last_lon: float | None = None
     last_seen_at: datetime | None = None
     active: bool = Field(default=True)
+    # Where the crew's day starts (a depot): the suggested crew and the route start here
+    # when the crew has not reported a position yet.
+    yard_lat: float | None = None
+    yard_lon: float | None = None
 
 
 class RoutingRule(SQLModel, table=True):
@@ -107,6 +121,9 @@ class User(SQLModel, table=True):
     crew_id: int | None = Field(default=None, foreign_key="crew.id")
     active: bool = Field(default=True)
     created_at: datetime = Field(default_factory=utcnow)
+    # Named in every token and checked on each request: a token never outlives its user nor
+    # passes to a new user who gets the same id. Changing it signs the user out everywhere.
+    token_key: str = Field(default_factory=new_token_key, max_length=64)
 
 
 class FailedSignIn(SQLModel, table=True):
@@ -143,6 +160,9 @@ class WorkOrder(SQLModel, table=True):
         Index("ix_work_order_open_type", "service_code", "is_open"),
         Index("ix_work_order_crew_status", "crew_id", "status"),
         Index("ix_work_order_updated", "updated_at", "id"),
+        # The list filters by type or priority, newest first (migration 0008).
+        Index("ix_work_order_type_newest", "service_code", "id"),
+        Index("ix_work_order_priority_newest", "priority", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -172,6 +192,8 @@ class WorkOrder(SQLModel, table=True):
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # The job's place in its crew's day (1 first); set by the dispatcher's route order.
+    route_position: int | None = None
 
 
 class WorkOrderEvent(SQLModel, table=True):
@@ -211,6 +233,16 @@ class Blob(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class BlobRef(SQLModel, table=True):
+    """A photo fact of a work order refers to this blob: who may see the job may see the photo."""
+
+    __tablename__ = "blob_ref"
+    __table_args__ = (Index("ix_blob_ref_work_order", "work_order_id"),)
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    work_order_id: int = Field(primary_key=True, foreign_key="work_order.id")
+
+
 class Case(SQLModel, table=True):
     __tablename__ = "case_record"
     __table_args__ = (
@@ -218,6 +250,7 @@ class Case(SQLModel, table=True):
         Index("ix_case_work_order", "work_order_id"),
         Index("ix_case_requested", "requested_at", "id"),
         Index("ix_case_location_state", "location_state"),
+        Index("ix_case_external_id", "external_id"),  # tracking by the city's number (0007)
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -260,3 +293,99 @@ class CaseContact(SQLModel, table=True):
     email: str | None = Field(default=None, max_length=254)
     phone: str | None = Field(default=None, max_length=40)
     device_id: str | None = Field(default=None, max_length=120)
+
+
+class SharedValue(SQLModel, table=True):
+    """A value every worker and host shares, under a namespaced key (server/sharedstate.py).
+
+    Expired rows count as absent."""
+
+    __tablename__ = "shared_value"
+
+    key: str = Field(primary_key=True, max_length=300)
+    value: bytes
+    expires_at: datetime | None = Field(default=None, index=True)
+
+
+# -- Web Push: residents' and crews' subscriptions, the outbox of notices, the VAPID key ------
+
+
+class PushSubscription(SQLModel, table=True):
+    """A browser's Web Push subscription, bound to one case (a resident) or one user (a crew
+    member), with the language its notices are written in.
+
+    The same browser (endpoint) may follow several cases: one row per binding. The endpoint
+    is indexed through its SHA-256 (`endpoint_hash`): endpoints are long URLs.
+    """
+
+    __tablename__ = "push_subscription"
+    __table_args__ = (
+        UniqueConstraint("endpoint_hash", "case_id", name="uq_push_subscription_case"),
+        UniqueConstraint("endpoint_hash", "user_id", name="uq_push_subscription_user"),
+        Index("ix_push_subscription_case", "case_id"),
+        Index("ix_push_subscription_user", "user_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    endpoint: str = Field(max_length=1024)
+    endpoint_hash: str = Field(max_length=64)
+    p256dh: str = Field(max_length=100)  # the browser's P-256 public key, base64url
+    auth: str = Field(max_length=40)  # the 16-byte auth secret, base64url
+    language: str = Field(default="en", max_length=16)
+    case_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("case_record.id", ondelete="CASCADE"), nullable=True)
+    )
+    user_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("app_user.id", ondelete="CASCADE"), nullable=True)
+    )
+    expires_at: datetime | None = None  # the browser's expirationTime, if it gave one
+    last_kind: str | None = Field(default=None, max_length=30)  # the last notice kind queued for it
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PushNotification(SQLModel, table=True):
+    """The outbox: one row per (subscription, work-order event), written in the same
+    transaction as the change, sent by the sender (server.notify.sender).
+
+    state: pending → claimed (a sender holds it until `lease_until`) → sending (its POST may
+    have left) → sent | failed (refused, or out of attempts) | expired (older than its TTL)
+    | unknown (its sender died during the POST: not sent again). A 404/410 deletes the
+    subscription, and its notices with it.
+    """
+
+    __tablename__ = "push_notification"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_uid", name="uq_push_notification_once"),
+        Index("ix_push_notification_due", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("push_subscription.id", ondelete="CASCADE"), nullable=False)
+    )
+    event_uid: str = Field(max_length=64)
+    kind: str = Field(max_length=30)
+    payload: dict[str, Any] | None = _json()  # {"title", "body", "url", ...}: rendered in its language
+    urgency: str = Field(default="normal", max_length=10)
+    ttl_seconds: int = Field(default=86400)
+    state: str = Field(default="pending", max_length=10)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    lease_until: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=40)
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, max_length=200)
+
+
+class VapidKey(SQLModel, table=True):
+    """The server's VAPID key pair (RFC 8292), made by `fieldwork vapid`. One row; every
+    worker and host reads it from here. The private key is never served or logged."""
+
+    __tablename__ = "vapid_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    private_key: str = Field(max_length=400)  # PEM (PKCS#8) of the P-256 key
+    public_key: str = Field(max_length=100)  # uncompressed point, base64url: applicationServerKey
+    created_at: datetime = Field(default_factory=utcnow)

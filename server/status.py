@@ -16,6 +16,10 @@ __all__ = [
     "StatusInfo",
     "STATUSES",
     "TRANSITIONS",
+    "CREW_TARGETS",
+    "RESOLUTION_CODES",
+    "CANNOT_COMPLETE_REASONS",
+    "HOLD_REASONS",
     "InvalidTransition",
     "can_transition",
     "check_transition",
@@ -85,6 +89,39 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.COMPLETED: frozenset({Status.NEW, Status.ASSIGNED}),
     Status.CANNOT_COMPLETE: frozenset({Status.NEW, Status.ASSIGNED, Status.CANCELLED}),
     Status.CANCELLED: frozenset({Status.NEW, Status.ASSIGNED}),
+}
+
+
+# The statuses a crew may move its own job to from the phone (the sync `status` mutation
+# accepts these and no others); the rest are a dispatcher's.
+CREW_TARGETS: frozenset[Status] = frozenset(
+    {Status.ASSIGNED, Status.EN_ROUTE, Status.ON_SITE, Status.ON_HOLD, Status.COMPLETED, Status.CANNOT_COMPLETE}
+)
+
+# What a crew picks when it closes a job: a code (kept in the event, and in the resolution
+# residents read as its label) and a free note. Held here, as data, so that the phone shows
+# exactly these (GET /api/workflow) and never hard-codes them.
+RESOLUTION_CODES: dict[str, str] = {
+    "repaired": "Repaired",
+    "replaced": "Replaced",
+    "cleared": "Cleared or removed",
+    "temporary_fix": "Made safe, temporary fix",
+    "no_problem_found": "No problem found",
+    "already_fixed": "Already fixed",
+}
+CANNOT_COMPLETE_REASONS: dict[str, str] = {
+    "no_access": "No access to the site",
+    "needs_equipment": "Needs other equipment",
+    "needs_other_crew": "Needs another crew or agency",
+    "unsafe": "Unsafe to work",
+    "not_found": "Could not find the problem",
+    "private_property": "On private property",
+}
+HOLD_REASONS: dict[str, str] = {
+    "waiting_parts": "Waiting for parts",
+    "weather": "Weather",
+    "called_away": "Called away to another job",
+    "resident_request": "Resident asked to come back",
 }
 
 

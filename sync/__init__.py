@@ -11,15 +11,35 @@ nothing of work orders and imports nothing from the server or from Litestar.
     session.commit()  # the caller commits: effects, results and last_seq together
 """
 
-from sync.engine import Loader, SyncEngine
+from sync.engine import DeltaLoader, Loader, SyncEngine
 from sync.errors import (
-    ClientForbidden, InvalidRequest, PayloadTooLarge, SyncError, UnknownCursor, UnsupportedSchemaVersion,
+    ClientForbidden,
+    InvalidRequest,
+    PayloadTooLarge,
+    SyncError,
+    UnknownCursor,
+    UnsupportedSchemaVersion,
 )
-from sync.feed import FeedRow, current_cursor, read_feed, record_change, record_changes
-from sync.models import SyncChange, SyncClient, SyncConflict, SyncMutation, SyncRejection
+from sync.feed import (
+    FeedRow,
+    compact_feed,
+    current_cursor,
+    database_id,
+    ensure_identity,
+    read_feed,
+    record_change,
+    record_changes,
+)
+from sync.models import SyncChange, SyncClient, SyncConflict, SyncIdentity, SyncMutation, SyncRejection
 from sync.policies import check_transition, held_at, optimistic_text, server_owned
 from sync.protocol import (
-    Change, Mutation, MutationResult, PullRequest, PullResponse, PushRequest, PushResponse,
+    Change,
+    Mutation,
+    MutationResult,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    PushResponse,
 )
 from sync.registry import Applied, MutationContext, Mutator, MutatorRegistry, Rejected
 from sync.review import list_conflicts, list_rejections, resolve_conflict, resolve_rejection
@@ -28,16 +48,17 @@ __all__ = [
     # protocol
     "Change", "Mutation", "MutationResult", "PullRequest", "PullResponse", "PushRequest", "PushResponse",
     # engine and mutators
-    "SyncEngine", "Loader", "MutatorRegistry", "Mutator", "MutationContext", "Applied", "Rejected",
+    "SyncEngine", "Loader", "DeltaLoader", "MutatorRegistry", "Mutator", "MutationContext", "Applied", "Rejected",
     # conflict policy kinds
     "check_transition", "optimistic_text", "server_owned", "held_at",
     # change feed
-    "record_change", "record_changes", "read_feed", "current_cursor", "FeedRow",
+    "record_change", "record_changes", "read_feed", "current_cursor", "FeedRow", "compact_feed", "database_id",
+    "ensure_identity",
     # review
     "list_conflicts", "resolve_conflict", "list_rejections", "resolve_rejection",
     # errors
     "SyncError", "InvalidRequest", "PayloadTooLarge", "ClientForbidden", "UnsupportedSchemaVersion",
     "UnknownCursor",
     # tables
-    "SyncClient", "SyncMutation", "SyncChange", "SyncConflict", "SyncRejection",
+    "SyncClient", "SyncMutation", "SyncChange", "SyncConflict", "SyncRejection", "SyncIdentity",
 ]

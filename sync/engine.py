@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from sqlalchemy import insert
@@ -30,13 +30,25 @@ from sync.errors import ClientForbidden, InvalidRequest, PayloadTooLarge, Unsupp
 from sync.feed import FeedRow, read_feed
 from sync.models import SyncClient, SyncMutation, SyncRejection, utcnow
 from sync.protocol import (
-    Change, ClientId, Mutation, MutationResult, PullRequest, PullResponse, PushRequest, PushResponse,
+    Change,
+    ClientId,
+    Mutation,
+    MutationResult,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    PushResponse,
 )
 from sync.registry import Applied, MutationContext, MutatorRegistry, Rejected
 
-__all__ = ["Loader", "SyncEngine"]
+__all__ = ["DeltaLoader", "Loader", "SyncEngine"]
 
-Loader = Callable[[Session, str, list[str], Any], dict[str, tuple[int | None, dict[str, Any]] | None]]
+Loaded = dict[str, tuple[int | None, dict[str, Any]] | None]
+Loader = Callable[[Session, str, list[str], Any], Loaded]
+# A loader that can send only what changed: `since` maps each id to the lowest entity version
+# among the feed rows this pull delivers for it (the device holds everything before it), or
+# is None when the device primes and holds nothing.
+DeltaLoader = Callable[[Session, str, list[str], Any, "dict[str, int] | None"], Loaded]
 log = logging.getLogger("sync")
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 _AT_FIELD = re.compile(r"at `\$\.(.+)`$")
@@ -45,15 +57,19 @@ _T = TypeVar("_T", PushRequest, PullRequest)
 
 class SyncEngine:
     def __init__(self, *, registry: MutatorRegistry, loaders: Mapping[str, Loader],
+                 delta_loaders: Mapping[str, DeltaLoader] | None = None,
                  min_schema_version: int = 1, max_schema_version: int = 1,
-                 max_mutations: int = 500, max_args_bytes: int = 64_000) -> None:
+                 max_mutations: int = 500, max_args_bytes: int = 64_000,
+                 clock_grace: timedelta = timedelta(minutes=15)) -> None:
         if min_schema_version > max_schema_version:
             raise ValueError("min_schema_version > max_schema_version")
         self.registry = registry
         self.loaders = dict(loaders)
+        self.delta_loaders = dict(delta_loaders or {})
         self.schema_versions = (min_schema_version, max_schema_version)
         self.max_mutations = max_mutations
         self.max_args_bytes = max_args_bytes
+        self.clock_grace = clock_grace
 
     # -- push ---------------------------------------------------------------------------
 
@@ -93,8 +109,10 @@ class SyncEngine:
                 index += 1
             elif mutation.seq == client.last_seq + 1:
                 run = self._run(mutations, index)
+                floor = client.device_floor
                 applied = self._apply_run(session, client, actor, run, now, rows) if len(run) > 1 else None
                 if applied is None:
+                    client.device_floor = floor
                     applied = [self._apply(session, client, actor, m, now, rows) for m in run]
                 results += applied
                 client.last_seq = run[-1].seq
@@ -102,6 +120,8 @@ class SyncEngine:
             else:
                 expected = client.last_seq + 1
                 break
+        if rows:
+            client.last_push_at = now
         session.add(client)
         session.flush()
         if rows:
@@ -117,9 +137,11 @@ class SyncEngine:
                 return mutations[start:start + 1]
         except KeyError:
             return mutations[start:start + 1]
+        if _device_time(first) is _BAD:
+            return mutations[start:start + 1]
         end = start + 1
         while (end < len(mutations) and mutations[end].name == first.name
-               and mutations[end].seq == mutations[end - 1].seq + 1):
+               and mutations[end].seq == mutations[end - 1].seq + 1 and _device_time(mutations[end]) is not _BAD):
             end += 1
         return mutations[start:end]
 
@@ -144,7 +166,7 @@ class SyncEngine:
             if len(outcomes) != len(run) or not all(isinstance(o, Applied) for o in outcomes):
                 raise TypeError(f"mutator {mutator.name!r} returned {len(outcomes)} outcomes for {len(run)}")
             session.flush()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any failure: apply them one by one instead)
             savepoint.rollback()
             if not isinstance(exc, Rejected):
                 log.warning("mutations %r applied many at once failed (%s); applying them one by one",
@@ -157,11 +179,30 @@ class SyncEngine:
     def _context(self, session: Session, client: SyncClient, actor: Any, m: Mutation,
                  now: datetime) -> MutationContext:
         return MutationContext(client_id=client.client_id, user_key=client.user_key, seq=m.seq,
-                               mid=m.mid, name=m.name, device_ts=_utc(m.device_ts),
+                               mid=m.mid, name=m.name, device_ts=self._trusted_time(client, m, now),
                                received_at=now, actor=actor, session=session)
+
+    def _trusted_time(self, client: SyncClient, m: Mutation, now: datetime) -> datetime:
+        """When the edit was made, as far as the server can believe the device: its device
+        time, but never later than its arrival, never earlier than an edit this client sent
+        before it (device times only move forward), and never earlier than the client's
+        previous acknowledged push less the grace. Advances the client's floor."""
+        moment = _device_time(m)
+        assert moment is not _BAD
+        trusted = min(moment, now) if isinstance(moment, datetime) else now
+        # client.last_push_at is the previous push's until this one ends.
+        pushed = client.last_push_at - self.clock_grace if client.last_push_at is not None else None
+        low = max((x for x in (client.device_floor, pushed) if x is not None), default=None)
+        if low is not None and trusted < low:
+            trusted = min(low, now)
+        client.device_floor = trusted if client.device_floor is None else max(client.device_floor, trusted)
+        return trusted
 
     def _apply(self, session: Session, client: SyncClient, actor: Any, m: Mutation,
                now: datetime, rows: list[dict[str, Any]]) -> MutationResult:
+        if _device_time(m) is _BAD:
+            return self._reject(session, client, m, now, rows, "device_ts is out of range: it cannot be "
+                                "converted to UTC (check the phone's date and time)")
         try:
             mutator = self.registry.get(m.name)
         except KeyError:
@@ -193,7 +234,7 @@ class SyncEngine:
 
     def _result(self, client: SyncClient, m: Mutation, now: datetime, outcome: Applied,
                 ctx: MutationContext, rows: list[dict[str, Any]]) -> MutationResult:
-        status = "conflict" if outcome.conflicted or ctx.conflicts else "applied"
+        status: Literal["conflict", "applied"] = "conflict" if outcome.conflicted or ctx.conflicts else "applied"
         rows.append(self._row(client, m, now, status, result=outcome.result,
                               server_version=outcome.server_version))
         return MutationResult(seq=m.seq, mid=m.mid, status=status,
@@ -203,7 +244,7 @@ class SyncEngine:
                 rows: list[dict[str, Any]], reason: str, *, keep_result: bool = True) -> MutationResult:
         reason = reason[:2000]
         session.add(SyncRejection(client_id=client.client_id, user_key=client.user_key, seq=m.seq,
-                                  mid=m.mid, name=m.name, args=m.args, device_ts=_utc(m.device_ts),
+                                  mid=m.mid, name=m.name, args=m.args, device_ts=_safe_utc(m.device_ts),
                                   reason=reason, created_at=now))
         if keep_result:
             rows.append(self._row(client, m, now, "rejected", reason=reason))
@@ -224,7 +265,7 @@ class SyncEngine:
     def _row(client: SyncClient, m: Mutation, now: datetime, status: str, *, result: dict[str, Any] | None = None,
              reason: str | None = None, server_version: int | None = None) -> dict[str, Any]:
         return {"client_id": client.client_id, "seq": m.seq, "mid": m.mid, "name": m.name, "args": m.args,
-                "device_ts": _utc(m.device_ts), "received_at": now, "status": status, "result": result,
+                "device_ts": _safe_utc(m.device_ts), "received_at": now, "status": status, "result": result,
                 "reason": reason, "server_version": server_version}
 
     # -- clients ------------------------------------------------------------------------
@@ -247,7 +288,7 @@ class SyncEngine:
         if client is None:  # first contact; two at once both insert, one row stays
             connection = session.connection()
             insert_client = _INSERT[connection.dialect.name](SyncClient.__table__)  # type: ignore[attr-defined]
-            connection.execute(insert_client.values(
+            connection.execute(insert_client.values(  # type: ignore[attr-defined]  # both dialects' insert have it
                 client_id=client_id, user_key=user_key, last_seq=0, schema_version=0, app_version="",
                 created_at=now, last_seen_at=now,
             ).on_conflict_do_nothing(index_elements=["client_id"]))
@@ -272,7 +313,8 @@ class SyncEngine:
                                            limit=request.limit)
         if is_new and bind:
             self._bind(session, request.client_id, user_key, lock=False, now=utcnow())
-        return PullResponse(cursor=cursor, has_more=has_more, changes=self._changes(session, rows, actor))
+        return PullResponse(cursor=cursor, has_more=has_more,
+                            changes=self._changes(session, rows, actor, priming=request.cursor is None))
 
     def is_new_client(self, session: Session, *, client_id: str, user_key: str) -> bool:
         """Whether `client_id` is not bound yet; ClientForbidden if another user has it."""
@@ -282,16 +324,25 @@ class SyncEngine:
                                   field="client_id")
         return client is None
 
-    def _changes(self, session: Session, rows: list[FeedRow], actor: Any) -> list[Change]:
+    def _changes(self, session: Session, rows: list[FeedRow], actor: Any, *, priming: bool = False) -> list[Change]:
         last: dict[tuple[str, str], FeedRow] = {}
+        since: dict[tuple[str, str], int] = {}
         for row in rows:  # the last op of each entity wins, in the order of last occurrence
-            last.pop((row.entity, row.entity_id), None)
-            last[row.entity, row.entity_id] = row
+            key = (row.entity, row.entity_id)
+            last.pop(key, None)
+            last[key] = row
+            since[key] = min(since.get(key, row.version or 0), row.version or 0)
         wanted: dict[str, list[str]] = {}
         for row in last.values():
             if row.op == "upsert":
                 wanted.setdefault(row.entity, []).append(row.entity_id)
-        loaded = {entity: self._loader(entity)(session, entity, ids, actor) for entity, ids in wanted.items()}
+        loaded = {}
+        for entity, ids in wanted.items():
+            if entity in self.delta_loaders:
+                versions = None if priming else {key: since[entity, key] for key in ids}
+                loaded[entity] = self.delta_loaders[entity](session, entity, ids, actor, versions)
+            else:
+                loaded[entity] = self._loader(entity)(session, entity, ids, actor)
         changes = []
         for row in last.values():
             if row.op != "upsert":
@@ -322,3 +373,25 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment.replace(tzinfo=UTC) if moment.utcoffset() is None else moment.astimezone(UTC)
+
+
+class _Bad:
+    """A device time that cannot be converted to UTC (e.g. year 1 with a positive offset)."""
+
+
+_BAD = _Bad()
+
+
+def _device_time(m: Mutation) -> datetime | _Bad | None:
+    try:
+        return _utc(m.device_ts)
+    except (OverflowError, ValueError):
+        return _BAD
+
+
+def _safe_utc(moment: datetime | None) -> datetime | None:
+    """`moment` in UTC, or None if it cannot be expressed there (kept raw in the args)."""
+    try:
+        return _utc(moment)
+    except (OverflowError, ValueError):
+        return None

@@ -14,14 +14,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlmodel import Field, SQLModel
 
-__all__ = ["SyncChange", "SyncClient", "SyncConflict", "SyncMutation", "SyncRejection"]
+__all__ = ["SyncChange", "SyncClient", "SyncConflict", "SyncIdentity", "SyncMutation", "SyncRejection"]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class current_txid(FunctionElement):  # noqa: N801  (an SQL function)
+class current_txid(FunctionElement):
     """The writing transaction's id on PostgreSQL, 0 elsewhere: the feed row's `txid`.
 
     An insert-time default (not a DDL default), so migrations stay the same on both
@@ -58,6 +58,10 @@ class SyncClient(SQLModel, table=True):
     app_version: str = Field(default="", max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     last_seen_at: datetime = Field(default_factory=utcnow)
+    # What the server believes of the device's clock: the latest (trusted) time of an edit it
+    # sent, and when the server last acknowledged a push of it. Edits are never older.
+    device_floor: datetime | None = None
+    last_push_at: datetime | None = None
 
 
 class SyncMutation(SQLModel, table=True):
@@ -86,6 +90,9 @@ class SyncChange(SQLModel, table=True):
     __tablename__ = "sync_change"
     __table_args__ = (
         Index("ix_sync_change_scope_txid_id", "scope", "txid", "id"),
+        # compaction: the later rows of the same entity in the same scope
+        Index("ix_sync_change_entity", "scope", "entity", "entity_id", "txid", "id"),
+        Index("ix_sync_change_recorded", "recorded_at"),
         {"sqlite_autoincrement": True},  # ids never reused, so a cursor never goes stale
     )
 
@@ -149,3 +156,17 @@ class SyncRejection(SQLModel, table=True):
     resolved_by: str | None = Field(default=None, max_length=120)
     resolved_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SyncIdentity(SQLModel, table=True):
+    """One row, created with the database: the name every cursor carries, and the horizon
+    below which the feed has been compacted (cursors behind it must re-prime)."""
+
+    __tablename__ = "sync_identity"
+
+    id: int = Field(default=1, primary_key=True)
+    database_id: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    horizon_txid: int = Field(default=0, sa_type=BigInteger)
+    horizon_id: int = Field(default=0, sa_type=BigInteger)
+    compacted_at: datetime | None = None

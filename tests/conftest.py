@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,12 +21,15 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
+import hypothesis
 import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from server.auth import passwords
 from server.db import create_db_engine, migrate
 from server.settings import AuthSettings, DatabaseSettings, IntakeSettings, Settings
 
@@ -34,6 +38,10 @@ DATA = Path(os.environ.get("FIELDWORK_DATA_DIR") or ROOT.parent / "shared" / "da
 PG_ADMIN_URL = os.environ.get("FIELDWORK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_SECRET = "test-secret-" + "x" * 40
 TEST_API_KEY = "test-open311-key"
+# argon2id at a small cost: the suite creates and signs in hundreds of users (0.2 s of CPU
+# each at the standard cost). Servers started by the tests get it too (LiveServer.env).
+TEST_PASSWORD_COST = "test-only-cheap"
+passwords.configure(TEST_PASSWORD_COST)
 
 CITY_LAYERS = {
     # city: (file, layer, name field, code field, time zone)
@@ -46,16 +54,69 @@ CITY_LAYERS = {
 }
 
 
+# -- test tiers and Hypothesis profiles ---------------------------------------------------
+#
+# `pytest -m "not slow"` is the fast tier a developer runs before each commit; browser tests
+# count as slow. Hypothesis runs under the `dev` profile locally (a random seed per run,
+# printed in the header and again after a failure) and under `ci` in CI (.ci/run passes
+# --hypothesis-profile=ci: derandomised, so a CI run is repeatable, and no example database).
+
+hypothesis.settings.register_profile(
+    "dev", print_blob=True, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
+hypothesis.settings.register_profile(
+    "ci", derandomize=True, database=None, print_blob=True, deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
+hypothesis.settings.load_profile(os.environ.get("FIELDWORK_HYPOTHESIS_PROFILE", "dev"))
+
+_SEED_OPTION = "hypothesis_seed"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # One random seed for the whole run unless derandomised or given: Hypothesis's own
+    # plugin reads this option next, and we can print it (a failing run can be replayed
+    # with --hypothesis-seed=N).
+    derandomized = hypothesis.settings.get_current_profile_name() == "ci" or (
+        config.getoption("hypothesis_profile", None) == "ci"
+    )
+    if config.getoption(_SEED_OPTION, None) is None and not derandomized:
+        config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = config.getoption(_SEED_OPTION, None)
+    profile = config.getoption("hypothesis_profile", None) or hypothesis.settings.get_current_profile_name()
+    return f"hypothesis: profile {profile}" + (f", seed {seed} (replay: --hypothesis-seed={seed})" if seed else "")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    seed = config.getoption(_SEED_OPTION, None)
+    if exitstatus != 0 and seed:
+        terminalreporter.write_line(f"Hypothesis seed of this run: {seed} (replay with --hypothesis-seed={seed})")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The fast tier (-m "not slow", before each commit) runs every test on SQLite; the full
+    # run (CI) adds the same tests on PostgreSQL and the browser tests.
+    for item in items:
+        on_postgres = getattr(item, "callspec", None) is not None and item.callspec.params.get("db_kind") == "postgres"
+        if (item.get_closest_marker("browser") or on_postgres) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def create_pg_database() -> str:
+def create_pg_database(template: str | None = None) -> str:
+    """A new database (a copy of `template` if given: nobody may be connected to it)."""
     name = f"fieldwork_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     return name
 
 
@@ -89,7 +150,7 @@ def database_url(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def make_settings(database_url: str, *, timezone: str = "America/Los_Angeles") -> Settings:
     return Settings(
         database=DatabaseSettings(url=database_url),
-        auth=AuthSettings(secret=TEST_SECRET, open311_api_keys=(TEST_API_KEY,)),
+        auth=AuthSettings(secret=TEST_SECRET, open311_api_keys=(TEST_API_KEY,), password_cost=TEST_PASSWORD_COST),
         intake=IntakeSettings(timezone=timezone, jurisdiction_id="test.fieldwork"),
     )
 
@@ -132,11 +193,14 @@ class LiveServer:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop("FIELDWORK_AUTH_SECRET", None)
+        if self.settings.auth.secret is not None:  # else the server keeps one in the database
+            env["FIELDWORK_AUTH_SECRET"] = self.settings.auth.secret
         env.update(
             {
                 "FIELDWORK_DATABASE_URL": self.settings.database.url,
-                "FIELDWORK_AUTH_SECRET": self.settings.auth.secret,
                 "FIELDWORK_OPEN311_API_KEYS": ",".join(self.settings.auth.open311_api_keys),
+                "FIELDWORK_PASSWORD_COST": self.settings.auth.password_cost,
                 "FIELDWORK_TIMEZONE": self.settings.intake.timezone,
                 "FIELDWORK_JURISDICTION_ID": self.settings.intake.jurisdiction_id,
                 "FIELDWORK_PUBLIC_URL": self.url,
@@ -179,10 +243,8 @@ class LiveServer:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
         if self.process:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the group is left

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+import pydantic
 from sqlmodel import Field, SQLModel
 
 from server.models import Crew, User
+from server.params import DB_INT_MAX
+
+# An id in a body: the database's integers stop at 2**63 - 1 (server.params).
+BodyId = Annotated[int, pydantic.Field(ge=1, le=DB_INT_MAX)]
 
 __all__ = [
     "CrewCreate",
@@ -46,7 +51,7 @@ class MePublic(UserPublic):
 
 class SignInResult(SQLModel):
     token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (the scheme, not a secret)
     expires_at: datetime
     user: UserPublic
 
@@ -55,7 +60,7 @@ class UserCreate(SQLModel):
     username: str
     password: str
     role: str
-    crew_id: int | None = None
+    crew_id: BodyId | None = None
     display_name: str = ""
 
 
@@ -93,5 +98,5 @@ class CrewPublic(CrewName):
 class CrewCreate(SQLModel):
     name: str
     skills: list[str] = Field(default_factory=list)
-    home_districts: list[int] = Field(default_factory=list)
-    capacity: int = 8
+    home_districts: list[BodyId] = Field(default_factory=list, max_length=500)
+    capacity: int = Field(default=8, ge=1, le=200)

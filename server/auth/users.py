@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, func, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from server.auth.passwords import dummy_verify, hash_password, needs_rehash, verify_password
 from server.db import read_session, write_session
@@ -162,7 +162,7 @@ def list_crews(session: Session, *, active_only: bool = False) -> list[Crew]:
 
 
 def authenticate(
-    session: Session,
+    engine: Engine,
     *,
     username: str,
     password: str,
@@ -171,26 +171,26 @@ def authenticate(
 ) -> User:
     """The active user with these credentials, or NotAuthenticated / TooManyAttempts.
 
-    `session` is only read from; the attempt bookkeeping commits in short transactions of
-    its own (so pass a read session, not a write session that already holds SQLite's
-    writer lock).
+    Opens short sessions of its own, one after the other and never one inside another: a
+    sign-in holds at most one pooled connection at a time, and none while the password
+    hash is checked.
     """
     now = now or utcnow()
     key = normalize_username(username)[:80]
     window = timedelta(seconds=settings.failed_login_window_seconds)
     limit = settings.failed_login_limit
-    engine: Engine = session.get_bind()  # type: ignore[assignment]
 
-    _refuse_if_limited(session, key=key, now=now, window=window, limit=limit, own_attempt=False)
+    with read_session(engine) as session:
+        _refuse_if_limited(session, key=key, now=now, window=window, limit=limit, own_attempt=False)
     attempt_id = _record_attempt(engine, key=key, now=now, window=window)
     try:
         with read_session(engine) as fresh:  # a new snapshot: sees attempts made in parallel
             _refuse_if_limited(fresh, key=key, now=now, window=window, limit=limit, own_attempt=True)
+            user = fresh.exec(select(User).where(User.username == key)).first()
     except TooManyAttempts:
         _forget_attempt(engine, attempt_id)
         raise
 
-    user = session.exec(select(User).where(User.username == key)).first()
     if user is None or not user.active:
         dummy_verify(password)
         raise NotAuthenticated(WRONG_CREDENTIALS)
@@ -198,10 +198,10 @@ def authenticate(
         raise NotAuthenticated(WRONG_CREDENTIALS)
 
     with write_session(engine) as writer:
-        writer.exec(delete(FailedSignIn).where(FailedSignIn.username == key))  # type: ignore[call-overload]
+        writer.exec(delete(FailedSignIn).where(col(FailedSignIn.username) == key))
         if needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
-            writer.exec(update(User).where(User.id == user.id).values(password_hash=user.password_hash))  # type: ignore[call-overload]
+            writer.exec(update(User).where(col(User.id) == user.id).values(password_hash=user.password_hash))
     return user
 
 
@@ -209,7 +209,7 @@ def _refuse_if_limited(
     session: Session, *, key: str, now: datetime, window: timedelta, limit: int, own_attempt: bool
 ) -> None:
     count, oldest = session.exec(
-        select(func.count(FailedSignIn.id), func.min(FailedSignIn.at)).where(
+        select(func.count(col(FailedSignIn.id)), func.min(FailedSignIn.at)).where(
             FailedSignIn.username == key, FailedSignIn.at > now - window
         )
     ).one()
@@ -224,7 +224,7 @@ def _refuse_if_limited(
 def _record_attempt(engine: Engine, *, key: str, now: datetime, window: timedelta) -> int:
     with write_session(engine) as writer:
         # Rows older than the window count for nothing: drop them so the table stays small.
-        writer.exec(delete(FailedSignIn).where(FailedSignIn.at <= now - window))  # type: ignore[call-overload]
+        writer.exec(delete(FailedSignIn).where(col(FailedSignIn.at) <= now - window))
         attempt = FailedSignIn(username=key, at=now)
         writer.add(attempt)
         writer.flush()
@@ -234,4 +234,4 @@ def _record_attempt(engine: Engine, *, key: str, now: datetime, window: timedelt
 
 def _forget_attempt(engine: Engine, attempt_id: int) -> None:
     with write_session(engine) as writer:
-        writer.exec(delete(FailedSignIn).where(FailedSignIn.id == attempt_id))  # type: ignore[call-overload]
+        writer.exec(delete(FailedSignIn).where(col(FailedSignIn.id) == attempt_id))

@@ -21,29 +21,31 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, RawBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.security.jwt import Token
 from msgspec import Struct
-from sqlmodel import Session
+from sqlalchemy import Engine
+from sqlmodel import Session, select
 
 from server.auth.guards import current_user, requires_role
 from server.auth.tokens import AuthUser
-from server.crewsync.loaders import LOADERS
-from server.db import read_session, write_session
+from server.crewsync.loaders import DELTA_LOADERS, LOADERS
 from server.crewsync.mutators import build_registry
+from server.crewsync.photos import MAX_PHOTO_BYTES, PHOTO_FORMATS, clean_photo
+from server.db import read_session, write_session
 from server.errors import NotFound, ValidationFailed
-from server.models import Blob
+from server.models import Blob, BlobRef, WorkOrder
 from server.workorders.changes import REFERENCE_SCOPE, crew_scope
 from sync import PullRequest, PullResponse, PushRequest, PushResponse, SyncEngine
 
 __all__ = ["BLOB_TYPES", "MAX_BLOB_BYTES", "MAX_PUSH_BYTES", "build_engine", "sync_router"]
 
 MAX_PUSH_BYTES = 1_000_000
-MAX_BLOB_BYTES = 10 * 1024 * 1024
-BLOB_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
-_MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",), "image/webp": (b"RIFF",)}
+MAX_BLOB_BYTES = MAX_PHOTO_BYTES
+BLOB_TYPES = frozenset(PHOTO_FORMATS)
 ViewerRequest = Request[AuthUser, Token, State]
 
 
 def build_engine() -> SyncEngine:
-    return SyncEngine(registry=build_registry(), loaders=LOADERS, min_schema_version=1, max_schema_version=1)
+    return SyncEngine(registry=build_registry(), loaders=LOADERS, delta_loaders=DELTA_LOADERS,
+                      min_schema_version=1, max_schema_version=1)
 
 
 def _scopes(user: AuthUser) -> list[str]:
@@ -97,9 +99,11 @@ async def events(request: ViewerRequest) -> ServerSentEvent:
     scopes = _scopes(user)
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        seen = hub.mark()  # the device pulls after this hint: news from now on is new
         yield ServerSentEventMessage(event="pull", data="pull", retry=5000)
         while True:
-            if await hub.wait(scopes, timeout=15.0):
+            if await hub.wait(scopes, timeout=15.0, since=seen):
+                seen = hub.mark()
                 yield ServerSentEventMessage(event="pull", data="pull")
             else:
                 yield ServerSentEventMessage(comment="still here")
@@ -121,9 +125,9 @@ def put_blob(
     sha256: FromPath[str],
     body: RawBody,
     content_type: Annotated[str, HeaderParameter(name="Content-Type")],
-    db_write: NamedDependency[Session],
+    database: NamedDependency[Engine],
 ) -> Response[BlobStored]:
-    """Store a photo under its sha256; the same bytes again change nothing."""
+    """Store a photo under its sha256 (decoded, bounded, metadata stripped); the same bytes again change nothing."""
     expected = _check_hash(sha256)
     media = content_type.split(";")[0].strip().lower()
     if media not in BLOB_TYPES:
@@ -131,32 +135,49 @@ def put_blob(
     data = bytes(body)
     if not data:
         raise ValidationFailed("the body is empty", field="body")
-    if not data.startswith(_MAGIC[media]):
-        raise ValidationFailed(f"the body is not a {media} file", field="body")
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ValidationFailed(f"the body's sha256 is {actual}, not the one in the path", field="sha256")
-    existing = db_write.get(Blob, expected)
-    if existing is not None:
-        return Response(BlobStored(expected, existing.size, existing.content_type, False), status_code=200)
-    db_write.add(Blob(sha256=expected, content_type=media, size=len(data), data=data,
-                      uploaded_by=current_user(request).id))
-    return Response(BlobStored(expected, len(data), media, True), status_code=201)
+    with write_session(database) as db:
+        existing = db.get(Blob, expected)
+        if existing is not None:
+            return Response(BlobStored(expected, existing.size, existing.content_type, False), status_code=200)
+        photo = clean_photo(data, media)
+        db.add(Blob(sha256=expected, content_type=photo.content_type, size=len(photo.data), data=photo.data,
+                    uploaded_by=current_user(request).id))
+    return Response(BlobStored(expected, len(photo.data), media, True), status_code=201)
+
+
+def _visible_blob(session: Session, user: AuthUser, sha256: str) -> Blob | None:
+    """The photo, if `user` may see it: its uploader, or whoever can see a work order that
+    refers to it (dispatchers and admins: any live one; a crew: its own)."""
+    blob = session.get(Blob, sha256)
+    if blob is None or blob.uploaded_by == user.id:
+        return blob
+    query = (select(BlobRef.sha256).join(WorkOrder, WorkOrder.id == BlobRef.work_order_id)  # type: ignore[arg-type]
+             .where(BlobRef.sha256 == sha256, WorkOrder.deleted_at.is_(None)))  # type: ignore[union-attr]
+    if user.role == "crew":
+        if user.crew_id is None:
+            return None
+        query = query.where(WorkOrder.crew_id == user.crew_id)
+    return blob if session.exec(query.limit(1)).first() is not None else None
 
 
 @head("/blobs/{sha256:str}", operation_id="syncHeadBlob", sync_to_thread=True)
-def head_blob(sha256: FromPath[str], db: NamedDependency[Session]) -> Response[None]:
-    """200 if the photo is stored, else 404."""
-    blob = db.get(Blob, _check_hash(sha256))
+def head_blob(request: ViewerRequest, sha256: FromPath[str], database: NamedDependency[Engine]) -> Response[None]:
+    """200 if the photo is stored and yours to see, else 404."""
+    with read_session(database) as db:
+        blob = _visible_blob(db, current_user(request), _check_hash(sha256))
     if blob is None:
         return Response(None, status_code=404)
     return Response(None, status_code=200, headers={"X-Blob-Size": str(blob.size), "X-Blob-Type": blob.content_type})
 
 
 @get("/blobs/{sha256:str}", operation_id="syncGetBlob", sync_to_thread=True)
-def get_blob(sha256: FromPath[str], db: NamedDependency[Session]) -> Response[bytes]:
-    """The photo's bytes."""
-    blob = db.get(Blob, _check_hash(sha256))
+def get_blob(request: ViewerRequest, sha256: FromPath[str], database: NamedDependency[Engine]) -> Response[bytes]:
+    """The photo's bytes, for users who can see a work order that refers to it."""
+    with read_session(database) as db:
+        blob = _visible_blob(db, current_user(request), _check_hash(sha256))
     if blob is None:
         raise NotFound("no photo with that sha256", field="sha256")
     return Response(blob.data, media_type=blob.content_type,

@@ -21,6 +21,7 @@ import msgspec
 from sqlmodel import Session, select
 
 from server.auth.tokens import AuthUser
+from server.errors import Conflict
 from server.models import Blob, WorkOrder, WorkOrderEvent
 from server.status import Status, can_transition
 from server.workorders.changes import (
@@ -42,15 +43,28 @@ __all__ = ["HOLD_GRACE", "build_registry"]
 # reassigned away still counts as made while holding it.
 HOLD_GRACE = timedelta(minutes=15)
 
+# What one crew can plausibly use on one job in one entry: a made-up 99,999 "gold bars" is
+# rejected with the field named; a real larger delivery is several entries or a dispatcher's job.
+MAX_QUANTITY = 1000
+
 Uid = Annotated[str, msgspec.Meta(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=4000)]
 OrderId = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Position(msgspec.Struct, forbid_unknown_fields=True):
+    """Where the crew stood when it made a move (its phone's fix, when the crew allows it)."""
+
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    accuracy_m: Annotated[float, msgspec.Meta(ge=0, le=100_000)] | None = None
 
 
 class StatusArgs(msgspec.Struct, forbid_unknown_fields=True):
     work_order_id: OrderId
     to: Literal["en_route", "on_site", "on_hold", "completed", "cannot_complete", "assigned"]
     reason: Text | None = None
+    position: Position | None = None
 
 
 class NoteArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,8 +84,8 @@ class MaterialArgs(msgspec.Struct, forbid_unknown_fields=True):
     work_order_id: OrderId
     uid: Uid
     item: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    quantity: Annotated[float, msgspec.Meta(gt=0, le=100_000)]
-    unit: Annotated[str, msgspec.Meta(max_length=20)] = "each"
+    quantity: Annotated[float, msgspec.Meta(gt=0, le=MAX_QUANTITY)]
+    unit: Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[^\x00-\x1f]+$")] = "each"
 
 
 class TimeArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -123,9 +137,19 @@ def _held_when_made(session: Session, ctx: MutationContext, order: WorkOrder) ->
     return held_at(assignment_history(session, order.id), crew_scope(ctx.actor.crew_id), made, HOLD_GRACE)
 
 
+def _ever_held(session: Session, ctx: MutationContext, order: WorkOrder) -> bool:
+    """Did the crew hold the job at any time? (Shared state it sends for a job it held once
+    becomes a conflict for review, whatever its clock says; for any other job it is refused.)"""
+    if ctx.actor.crew_id is None:
+        return False
+    assert order.id is not None
+    scope = crew_scope(ctx.actor.crew_id)
+    return any(holder == scope for _, holder in assignment_history(session, order.id))
+
+
 def apply_status(session: Session, ctx: MutationContext, args: StatusArgs) -> Applied:
     order = _order(session, args.work_order_id)
-    if not _held_when_made(session, ctx, order):
+    if not _holds_now(ctx, order) and not _ever_held(session, ctx, order):
         raise Rejected(f"work order {order.number} is not assigned to your crew")
     target = Status(args.to)
     current = Status(order.status)
@@ -141,7 +165,8 @@ def apply_status(session: Session, ctx: MutationContext, args: StatusArgs) -> Ap
     if not can_transition(current, target):
         raise Rejected(f"status cannot go from {current.value} to {target.value}")
     change_status(session, order, to=target, actor=_actor(ctx), occurred_at=ctx.occurred_at,
-                  reason=args.reason, uid=ctx.mid)
+                  reason=args.reason, uid=ctx.mid,
+                  position=msgspec.structs.asdict(args.position) if args.position else None)
     return Applied(server_version=order.version, result={"status": order.status})
 
 
@@ -156,8 +181,11 @@ def _fact(kind: str, fields: tuple[str, ...]) -> tuple[Any, Any]:
         if kind == "photo" and session.get(Blob, args.sha256) is None:
             raise Rejected(f"photo {args.sha256} was not uploaded (PUT /sync/v1/blobs/{args.sha256} first)")
         values = {name: getattr(args, name) for name in fields}
-        event, _ = add_fact(session, order, kind=kind, uid=args.uid, data=values, actor=_actor(ctx),
-                            occurred_at=ctx.occurred_at)
+        try:
+            event, _ = add_fact(session, order, kind=kind, uid=args.uid, data=values, actor=_actor(ctx),
+                                occurred_at=ctx.occurred_at)
+        except Conflict as exc:  # a reused uid: the first entry stands, this one is kept for review
+            raise Rejected(exc.message) from None
         return Applied(server_version=order.version, result={"event_uid": event.uid})
 
     def apply_many(session: Session, contexts: list[MutationContext], many: list[Any]) -> list[Applied]:
@@ -186,7 +214,9 @@ def _fact(kind: str, fields: tuple[str, ...]) -> tuple[Any, Any]:
 
 def _orders_held_now(session: Session, ctx: MutationContext, ids: set[int]) -> dict[int, WorkOrder]:
     """The live jobs `ids`, locked, if the crew holds every one of them now; else Rejected."""
-    orders = session.exec(select(WorkOrder).where(WorkOrder.id.in_(ids)).with_for_update()).all()  # type: ignore[union-attr]
+    # Locked in id order, as the intake writer locks its merge targets: no deadlock between them.
+    orders = session.exec(select(WorkOrder).where(WorkOrder.id.in_(ids))  # type: ignore[union-attr]
+                          .order_by(WorkOrder.id).with_for_update()).all()  # type: ignore[arg-type]
     if len(orders) < len(ids) or any(o.deleted_at is not None or not _holds_now(ctx, o) for o in orders):
         raise Rejected("a job is missing or not held")
     return {order.id: order for order in orders}  # type: ignore[misc]
@@ -194,9 +224,16 @@ def _orders_held_now(session: Session, ctx: MutationContext, ids: set[int]) -> d
 
 def apply_notes(session: Session, ctx: MutationContext, args: NotesArgs) -> Applied:
     order = _order(session, args.work_order_id)
-    if not _held_when_made(session, ctx, order):
+    if not _holds_now(ctx, order) and not _ever_held(session, ctx, order):
         raise Rejected(f"work order {order.number} is not assigned to your crew")
     assert order.id is not None
+    if not _holds_now(ctx, order):
+        # Shared state of a job the crew no longer holds: the new crew's notes stand, the
+        # text is kept for review, whatever the device's clock says.
+        ctx.conflict(entity="work_order", entity_id=str(order.id), field="notes", kind="not_held",
+                     base_version=args.base_version, server_value=order.notes, client_value=args.text)
+        return Applied(server_version=order.version, conflicted=True,
+                       result={"notes_version": order.notes_version, "kept": "server"})
     if not optimistic_text(ctx, entity="work_order", entity_id=str(order.id), field="notes",
                            base_version=args.base_version, current_version=order.notes_version,
                            server_value=order.notes, client_value=args.text):

@@ -1,7 +1,25 @@
-"""Dispatchers' write routes (dispatcher or admin):
+"""The dispatcher console's API (dispatcher or admin), under /api/dispatch:
 
-    PATCH  /api/dispatch/workorders/{id}                 crew, status, priority, shared notes
-    POST   /api/dispatch/assign                          assign many at once
+    GET    /board                       filtered list, keyset pages (cursor)
+    GET    /map                         a city's matching work as arrays (ETag: feed position)
+    GET    /export.csv, /export.geojson every matching row, streamed page by page
+    GET    /stats                       open/closed by district and type, SLA, median time to close
+    GET    /live                        Server-Sent Events from the change feed
+    GET    /alerts                      emergency alerts, with the words that raised them
+    GET    /workorders/{id}             detail: cases with contacts, timeline, facts, conflicts
+    GET    /workorders/{id}/suggest     crews best first, each with its reason
+    POST   /workorders/{id}/split       a wrongly merged case becomes a job of its own
+    POST   /merge                       fold one work order into another
+    GET    /crews                       each crew's load against its capacity
+    POST   /crews/{id}/check            the load after a bulk assign (the overload warning)
+    GET    /crews/{id}/route            the crew's open jobs in route order
+    PUT    /crews/{id}/route            drag-and-drop order
+    POST   /crews/{id}/route/optimise   nearest neighbour + 2-opt, saved
+    GET    /unlocated                   open cases with no point, with a suggested position
+    POST   /unlocated/{case_id}/place   put a case on the map: the rest of intake runs
+    GET    /queue/conflicts             conflicts naming the crew, the user and the job number
+    PATCH  /api/dispatch/workorders/{id}                 crew, status, priority, due, notes (version: 409 if stale)
+    POST   /api/dispatch/assign                          assign many at once (versions, force)
     DELETE /api/dispatch/workorders/{id}                 remove a job (its history stays)
     GET    /api/dispatch/conflicts                       crews' edits that lost, kept for review
     POST   /api/dispatch/conflicts/{id}/resolve          keep_server | take_client
@@ -18,12 +36,14 @@ import msgspec
 from litestar import Request, Router, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.security.jwt import Token
-from sqlmodel import Session
+from sqlalchemy import Engine
 
 from server.auth.guards import current_user, dispatcher_or_admin
 from server.auth.tokens import AuthUser
+from server.db import read_session, write_session
+from server.dispatch.console_api import CONSOLE_HANDLERS
 from server.dispatch.service import (
     assign_many,
     remove_work_order,
@@ -31,6 +51,7 @@ from server.dispatch.service import (
     resolve_rejection,
     update_work_order,
 )
+from server.params import AfterIdQuery, Count, Id, IdPath
 from server.workorders.schemas import WorkOrderPublic
 from server.workorders.service import get_work_order
 from sync import review
@@ -42,17 +63,22 @@ Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 
 
 class WorkOrderPatch(msgspec.Struct, forbid_unknown_fields=True):
-    crew_id: int | None | msgspec.UnsetType = msgspec.UNSET
+    crew_id: Id | msgspec.UnsetType | None = msgspec.UNSET
     status: str | None = None
     priority: Annotated[int, msgspec.Meta(ge=1, le=4)] | None = None
     notes: Annotated[str, msgspec.Meta(max_length=4000)] | msgspec.UnsetType = msgspec.UNSET
-    notes_base_version: int | None = None
+    notes_base_version: Count | None = None
     reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    version: Id | None = None  # the version the dispatcher saw: 409 if it is no longer current
+    sla_due_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
 class AssignMany(msgspec.Struct, forbid_unknown_fields=True):
-    work_order_ids: Annotated[list[int], msgspec.Meta(min_length=1, max_length=500)]
-    crew_id: int | None
+    work_order_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=500)]
+    crew_id: Id | None
+    versions: dict[Id, Id] | None = None  # work order id -> the version seen
+    force: bool = True  # False: 409 with a warning if the crew would be overloaded
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
 class Resolution(msgspec.Struct, forbid_unknown_fields=True):
@@ -116,76 +142,85 @@ def _rejection(row: Any) -> RejectionPublic:
 
 @patch("/workorders/{work_order_id:int}", operation_id="updateWorkOrder", sync_to_thread=True)
 def update(
-    request: ViewerRequest, work_order_id: FromPath[int], data: JSONBody[WorkOrderPatch], db_write: NamedDependency[Session]
+    request: ViewerRequest, work_order_id: IdPath, data: JSONBody[WorkOrderPatch], database: NamedDependency[Engine]
 ) -> WorkOrderPublic:
     """Change a work order's crew, status, priority or shared notes."""
     user = current_user(request)
     change = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET and v is not None}
     if data.crew_id is None:
         change["crew_id"] = None
-    update_work_order(db_write, user=user, work_order_id=work_order_id, change=change)
-    return get_work_order(db_write, viewer=user, work_order_id=work_order_id)
+    with write_session(database) as db:
+        update_work_order(db, user=user, work_order_id=work_order_id, change=change)
+        return get_work_order(db, viewer=user, work_order_id=work_order_id)
 
 
 @post("/assign", operation_id="assignWorkOrders", sync_to_thread=True, status_code=200)
-def assign(request: ViewerRequest, data: JSONBody[AssignMany], db_write: NamedDependency[Session]) -> list[WorkOrderPublic]:
+def assign(request: ViewerRequest, data: JSONBody[AssignMany], database: NamedDependency[Engine]) -> list[WorkOrderPublic]:
     """Assign (or unassign, with crew_id null) several work orders at once."""
     user = current_user(request)
-    orders = assign_many(db_write, user=user, work_order_ids=data.work_order_ids, crew_id=data.crew_id)
-    return [get_work_order(db_write, viewer=user, work_order_id=o.id) for o in orders]  # type: ignore[arg-type]
+    with write_session(database) as db:
+        orders = assign_many(db, user=user, work_order_ids=data.work_order_ids, crew_id=data.crew_id,
+                             versions=data.versions, force=data.force, reason=data.reason)
+        return [get_work_order(db, viewer=user, work_order_id=o.id) for o in orders]  # type: ignore[arg-type]
 
 
 @delete("/workorders/{work_order_id:int}", operation_id="removeWorkOrder", sync_to_thread=True)
 def remove(
-    request: ViewerRequest, work_order_id: FromPath[int], db_write: NamedDependency[Session],
+    request: ViewerRequest, work_order_id: IdPath, database: NamedDependency[Engine],
     reason: FromQuery[str | None] = None,
 ) -> None:
     """Remove a job from every list and device; its history stays."""
-    remove_work_order(db_write, user=current_user(request), work_order_id=work_order_id, reason=reason)
+    with write_session(database) as db:
+        remove_work_order(db, user=current_user(request), work_order_id=work_order_id, reason=reason)
 
 
 @get("/conflicts", operation_id="listSyncConflicts", sync_to_thread=True)
 def conflicts(
-    db: NamedDependency[Session], status: FromQuery[str | None] = "open", limit: Limit = 100,
-    after_id: FromQuery[int | None] = None,
+    database: NamedDependency[Engine], status: FromQuery[str | None] = "open", limit: Limit = 100,
+    after_id: AfterIdQuery = None,
 ) -> list[ConflictPublic]:
     """Crews' offline edits that lost against the server, with both values."""
-    return [_conflict(r) for r in review.list_conflicts(db, status=status, limit=limit, after_id=after_id)]
+    with read_session(database) as db:
+        return [_conflict(r) for r in review.list_conflicts(db, status=status, limit=limit, after_id=after_id)]
 
 
 @post("/conflicts/{conflict_id:int}/resolve", operation_id="resolveSyncConflict", sync_to_thread=True,
       status_code=200)
 def resolve_one_conflict(
-    request: ViewerRequest, conflict_id: FromPath[int], data: JSONBody[Resolution], db_write: NamedDependency[Session]
+    request: ViewerRequest, conflict_id: IdPath, data: JSONBody[Resolution], database: NamedDependency[Engine]
 ) -> ConflictPublic:
     """keep_server, or take_client (applies the crew's value)."""
-    row = resolve_conflict(db_write, user=current_user(request), conflict_id=conflict_id, resolution=data.resolution)
-    return _conflict(row)
+    with write_session(database) as db:
+        row = resolve_conflict(db, user=current_user(request), conflict_id=conflict_id, resolution=data.resolution)
+        return _conflict(row)
 
 
 @get("/rejections", operation_id="listSyncRejections", sync_to_thread=True)
 def rejections(
-    db: NamedDependency[Session], status: FromQuery[str | None] = "open", limit: Limit = 100,
-    after_id: FromQuery[int | None] = None,
+    database: NamedDependency[Engine], status: FromQuery[str | None] = "open", limit: Limit = 100,
+    after_id: AfterIdQuery = None,
 ) -> list[RejectionPublic]:
     """Crews' offline edits that could not apply, with their whole payload."""
-    return [_rejection(r) for r in review.list_rejections(db, status=status, limit=limit, after_id=after_id)]
+    with read_session(database) as db:
+        return [_rejection(r) for r in review.list_rejections(db, status=status, limit=limit, after_id=after_id)]
 
 
 @post("/rejections/{rejection_id:int}/resolve", operation_id="resolveSyncRejection", sync_to_thread=True,
       status_code=200)
 def resolve_one_rejection(
-    request: ViewerRequest, rejection_id: FromPath[int], data: JSONBody[Resolution], db_write: NamedDependency[Session]
+    request: ViewerRequest, rejection_id: IdPath, data: JSONBody[Resolution], database: NamedDependency[Engine]
 ) -> RejectionPublic:
     """Record how a rejected edit was dealt with."""
-    row = resolve_rejection(db_write, user=current_user(request), rejection_id=rejection_id,
-                            resolution=data.resolution)
-    return _rejection(row)
+    with write_session(database) as db:
+        row = resolve_rejection(db, user=current_user(request), rejection_id=rejection_id,
+                                resolution=data.resolution)
+        return _rejection(row)
 
 
 dispatch_router = Router(
     path="/api/dispatch",
-    route_handlers=[update, assign, remove, conflicts, resolve_one_conflict, rejections, resolve_one_rejection],
+    route_handlers=[update, assign, remove, conflicts, resolve_one_conflict, rejections, resolve_one_rejection,
+                    *CONSOLE_HANDLERS],
     guards=[dispatcher_or_admin],
     tags=["dispatch"],
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import select, update
+from sqlmodel import col, select, update
 
 from server.db import write_session
 from server.geo import read_areas, union_geojson
@@ -43,7 +43,7 @@ def load_areas(
     with write_session(engine) as session:
         existing = {d.code: d for d in session.exec(select(District).where(District.layer == layer)).all()}
         if primary:
-            session.exec(update(District).where(District.layer != layer).values(primary=False))  # type: ignore[call-overload]
+            session.exec(update(District).where(col(District.layer) != layer).values(primary=False))
         merged: dict[str, District] = {}
         for area in areas:
             district = existing.get(area.code) or merged.get(area.code)

@@ -20,23 +20,23 @@ from __future__ import annotations
 
 import base64
 import functools
-import itertools
+import hashlib
 import json
 import secrets
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import Text, bindparam, cast, func, text, update
-from sqlmodel import Session, select
+from sqlalchemy import Text, cast, func, text
+from sqlmodel import Session, col, select
 
 from server.db import bulk_insert
+from server.errors import Conflict, NotFound, ValidationFailed
 from server.geo import DistrictIndex, PointGrid, valid_wgs84
 from server.intake.numbers import format_number
-from server.intake.records import IncomingCase
+from server.intake.records import BAD_CLOSE_TIME, IncomingCase
 from server.intake.servicetypes import (
     EmergencyMatcher,
     apply_overrides,
@@ -49,15 +49,26 @@ from server.models import (
     RoutingRule,
     ServiceType,
     WorkOrder,
-    WorkOrderEvent,
     utcnow,
 )
 from server.status import Status
-from server.workorders.changes import publish_orders, publish_reference
+from server.workorders.changes import (
+    EVENT_COLUMNS,
+    Actor,
+    IntakeMerge,
+    IntakePlan,
+    add_fact,
+    apply_intake,
+    load_for_update,
+    new_event_uid,
+    publish_reference,
+)
 
-__all__ = ["CaseOutcome", "IngestResult", "Pipeline", "ReferenceData", "load_district_index"]
+__all__ = ["BAD_CLOSE_TIME", "NO_AREAS", "CaseOutcome", "IngestResult", "Pipeline", "ReferenceData",
+           "load_district_index"]
 
 Outcome = Literal["created", "merged", "already_present", "unlocated"]
+NO_AREAS = "no service areas were loaded"
 
 
 @dataclass(slots=True)
@@ -101,15 +112,15 @@ def load_district_index(session: Session, *, tolerance_m: float) -> DistrictInde
     POST; a server keeps one per database and re-reads when districts are added or removed.
     """
     signature = tuple(
-        session.exec(select(func.count(District.id), func.coalesce(func.max(District.id), 0)).where(District.primary)).one()
+        session.exec(select(func.count(col(District.id)), func.coalesce(func.max(District.id), 0)).where(col(District.primary))).one()
     )
-    key = (str(session.get_bind().url), tolerance_m)
+    key = (str(session.get_bind().engine.url), tolerance_m)
     cached = _INDEX_CACHE.get(key)
     if cached and cached[0] == signature:
         return cached[1]
     # The GeoJSON as text, decoded by msgspec: json.loads of the NYC polygons takes ~0.15 s.
     rows = session.exec(select(District.id, cast(District.geometry, Text)).where(District.primary)).all()
-    index = DistrictIndex([r[0] for r in rows], [_geojson(r[1]) for r in rows], tolerance_m=tolerance_m)
+    index = DistrictIndex([r[0] for r in rows], [_geojson(r[1]) for r in rows], tolerance_m=tolerance_m)  # type: ignore[misc]  # NOT NULL columns
     _INDEX_CACHE[key] = (signature, index)  # type: ignore[assignment]
     return index
 
@@ -118,9 +129,9 @@ def _geojson(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        return msgspec.json.decode(text)  # type: ignore[no-any-return]
+        return msgspec.json.decode(text)
     except msgspec.DecodeError:  # NaN or Infinity, which json.dumps writes and msgspec refuses
-        return json.loads(text)  # type: ignore[no-any-return]
+        return json.loads(text)
 
 
 @dataclass
@@ -160,14 +171,24 @@ class Pipeline:
         tolerance_m: float = 50.0,
         bulk: bool = False,
         districts: DistrictIndex | None = None,
+        queue_without_areas: bool = False,
     ) -> None:
         self.overrides = overrides or {}
+        # No service areas loaded: queue every case unlocated (an import told to go ahead
+        # without them) rather than place it nowhere in particular.
+        self.queue_without_areas = queue_without_areas
         self.tolerance_m = tolerance_m
         self.bulk = bulk
         self._districts = districts
         self._ref: ReferenceData | None = None
         self._grids: dict[str, PointGrid] = {}
         self._loaded_types: set[str] = set()
+
+    def reset(self) -> None:
+        """Forget what was read or decided (after a rolled-back batch): it is read again."""
+        self._ref = None
+        self._grids.clear()
+        self._loaded_types.clear()
 
     # -- reference data -------------------------------------------------------------------
 
@@ -192,7 +213,7 @@ class Pipeline:
         if new:
             # Another writer may have created the same type meanwhile: re-read, then insert.
             present = set(
-                session.exec(select(ServiceType.code).where(ServiceType.code.in_(list(new)))).all()
+                session.exec(select(ServiceType.code).where(col(ServiceType.code).in_(list(new)))).all()
             )
             rows = [v for k, v in new.items() if k not in present]
             if rows:
@@ -222,10 +243,11 @@ class Pipeline:
         if time_shift:
             cases = [_shifted(c, time_shift, now) for c in cases]
         fresh, present = self._split_present(session, cases)
-        for case, case_id in present:
+        for _case, case_id in present:
             result.outcomes.append(CaseOutcome("already_present", case_id, None, None))
             result.counts["already_present"] += 1
         if not fresh:
+            self._keep_outcomes(session, present, {}, channel, actor, actor_user_id, result)
             return result
         self._ensure_service_types(session, fresh)
         ref = self.reference(session)
@@ -245,41 +267,72 @@ class Pipeline:
 
         if self.bulk:
             self._preload_open_orders(session, {fresh[i].service_code for i in pending if not fresh[i].is_closed}, ref)
-        order_ids = iter(_allocate_ids(session, WorkOrder, len(pending)))
         # Grid positions of the whole batch in one numpy call rather than one call per case.
         lons, lats = [fresh[i].lon for i in pending], [fresh[i].lat for i in pending]
         xs, ys = (a.tolist() for a in ref.districts.projection.to_xy(lons, lats))
+        positions = dict(zip(pending, zip(xs, ys, strict=True), strict=True))
         events = _Events(channel, actor, actor_user_id, now)
+        writer_actor = Actor(actor_user_id, actor, channel)
+        memo: dict[datetime, str] = {}  # the same instants recur in cases, orders and events
         work_order_of: list[int | None] = [None] * len(fresh)
-        new_orders: list[tuple[Any, ...]] = []
-        published: list[tuple[int, int | None, int]] = []  # (id, crew, version) of new open orders
-        merged_orders: dict[int, _OpenOrder] = {}
-        for index, x, y in zip(pending, xs, ys, strict=True):
-            case = fresh[index]
-            stype = ref.service_types[case.service_code]
-            keyword = keywords[index]
-            target = None if case.is_closed else self._find_duplicate(session, case, x, y, stype, ref)
-            if target is not None:
-                _merge_into(target, case, case_ids[index], keyword, events)
-                work_order_of[index] = target.id
-                merged_orders[target.id] = target
-                result.outcomes.append(CaseOutcome("merged", case_ids[index], target.id, tokens[index], bool(keyword)))
-                result.counts["merged"] += 1
-                continue
+        merged_into: dict[int, int] = {}  # case index -> target order id
+        todo = pending
+        while todo:
+            # The pipeline decides (a plan); changes.apply_intake writes it under row locks.
+            # A merge target closed or removed since it was read sends its cases round again.
+            plan = IntakePlan(writer_actor, now, _ORDER_COLUMNS)
+            order_ids = iter(_allocate_ids(session, WorkOrder, len(todo)))
+            decided: dict[int, tuple[str, int, _OpenOrder | None, float, float]] = {}
+            for index in todo:
+                x, y = positions[index]
+                case = fresh[index]
+                stype = ref.service_types[case.service_code]
+                keyword = keywords[index]
+                target = None if case.is_closed else self._find_duplicate(session, case, x, y, stype, ref)
+                if target is not None:
+                    _merge_into(target, case)
+                    merge = plan.merges.get(target.id) or plan.merges.setdefault(target.id, IntakeMerge(target.id))
+                    merge.case_ids.append(case_ids[index])
+                    merge.reported_at.append(case.requested_at)
+                    merge.keywords.append(keyword)
+                    decided[index] = ("merged", target.id, target, x, y)
+                    continue
+                order_id = next(order_ids)
+                district_id = located[index][0]
+                row, order = _new_order(
+                    order_id, case, stype, district_id, keyword, ref.crew_for(district_id, case.service_code),
+                    case_ids[index], x, y, events,
+                )
+                plan.new_orders.append(row)
+                decided[index] = ("created", order_id, order, x, y)
+                if order is not None:  # open: later cases may merge into it
+                    self._grid(case.service_code, float(stype["duplicate_radius_m"])).add(x, y, order)
+                    plan.published.append((order.id, order.crew_id, order.version))
+            plan.new_order_events = events.rows
+            stale = apply_intake(session, plan, memo=memo)
+            events.rows = []
+            if not stale:
+                for index, (outcome, order_id, _, _, _) in decided.items():
+                    work_order_of[index] = order_id
+                    if outcome == "merged":
+                        merged_into[index] = order_id
+                break
+            # Forget the stale targets and the orders this round would have created (their
+            # ids are simply not used), then decide again for this batch's cases.
+            for index, (outcome, order_id, order, x, y) in decided.items():
+                if order is not None and (outcome == "created" or order_id in stale):
+                    stype = ref.service_types[fresh[index].service_code]
+                    self._grid(fresh[index].service_code, float(stype["duplicate_radius_m"])).remove(x, y, order)
 
-            order_id = next(order_ids)
-            district_id = located[index][0]
-            row, order = _new_order(
-                order_id, case, stype, district_id, keyword, ref.crew_for(district_id, case.service_code),
-                case_ids[index], x, y, events,
-            )
-            new_orders.append(row)
-            work_order_of[index] = order_id
-            if order is not None:  # open: later cases may merge into it
-                self._grid(case.service_code, float(stype["duplicate_radius_m"])).add(x, y, order)
-                published.append((order.id, order.crew_id, order.version))
-            result.outcomes.append(CaseOutcome("created", case_ids[index], order_id, tokens[index], bool(keyword)))
-            result.counts["created"] += 1
+        for index in pending:
+            case = fresh[index]
+            keyword = keywords[index]
+            if index in merged_into:
+                result.outcomes.append(CaseOutcome("merged", case_ids[index], merged_into[index], tokens[index], bool(keyword)))
+                result.counts["merged"] += 1
+            else:
+                result.outcomes.append(CaseOutcome("created", case_ids[index], work_order_of[index], tokens[index], bool(keyword)))
+                result.counts["created"] += 1
 
         case_rows = [
             _case_row(case, case_ids[index], tokens[index], located[index], keywords[index] is not None,
@@ -291,16 +344,111 @@ class Pipeline:
             for index, case in enumerate(fresh)
             if (c := case.contact) is not None and not c.is_empty()
         ]
-        memo: dict[datetime, str] = {}  # the same instants recur in cases, orders and events
-        _bulk_insert(session, WorkOrder, _ORDER_COLUMNS, new_orders, memo)
         _bulk_insert(session, Case, _CASE_COLUMNS, case_rows, memo)
         _bulk_insert(session, CaseContact, _CONTACT_COLUMNS, contact_rows, memo)
-        if merged_orders:
-            _write_merges(session, list(merged_orders.values()), now)
-        _bulk_insert(session, WorkOrderEvent, _EVENT_COLUMNS, events.rows, memo)
-        # Crews' devices and dispatchers' consoles hear of open work through the change feed.
-        publish_orders(session, published + [(o.id, o.crew_id, o.version) for o in merged_orders.values()])
+        for index, case in enumerate(fresh):
+            if case.closed_at is not None and case.attributes.get(BAD_CLOSE_TIME):
+                result.counts["bad_close_time"] += 1
+            if case.closed_at is not None and located[index][1]:
+                result.counts["unlocated_closed"] += 1
+        batch_ids = {(c.source, c.external_id): case_ids[i] for i, c in enumerate(fresh)}
+        self._keep_outcomes(session, present, batch_ids, channel, actor, actor_user_id, result)
         return result
+
+    def place(
+        self, session: Session, case_id: int, *, lat: float, lon: float, actor: str, actor_user_id: int | None,
+        now: datetime | None = None,
+    ) -> CaseOutcome:
+        """A dispatcher put an unlocated case on the map: the rest of intake runs for it as for
+        a new case (district, merge into a duplicate or a new work order, priority, emergency,
+        routing) through the same writer, and the case row becomes located."""
+        now = now or utcnow()
+        stored = session.exec(select(Case).where(Case.id == case_id).with_for_update()).first()
+        if stored is None:
+            raise NotFound(f"there is no case {case_id}", field="case_id")
+        if stored.location_state != "unlocated":
+            raise ValidationFailed(f"case {case_id} is already on the map", field="case_id")
+        problem = valid_wgs84(lat, lon)
+        if problem:
+            raise ValidationFailed(f"that point has {problem}", field="lat")
+        incoming = IncomingCase(
+            source=stored.source, external_id=stored.external_id, service_code=stored.service_code,
+            service_name=stored.service_name, requested_at=stored.requested_at, lat=lat, lon=lon,
+            description=stored.description, address=stored.address, closed_at=stored.closed_at,
+            resolution=stored.resolution,
+        )
+        ref = self.reference(session)
+        ((district_id, outside),) = self._locate([incoming], ref)
+        if outside:
+            raise ValidationFailed(f"that point is {outside}", field="lat")
+        keyword = ref.matcher(incoming.service_code).find(f"{incoming.service_name} {incoming.description}")
+        x, y = ref.districts.projection.point_xy(lon, lat)
+        stype = ref.service_types[incoming.service_code]
+        events = _Events("api", actor, actor_user_id, now)
+        plan = IntakePlan(Actor(actor_user_id, actor, "api"), now, _ORDER_COLUMNS)
+        target = None if incoming.is_closed else self._find_duplicate(session, incoming, x, y, stype, ref)
+        if target is not None:
+            merge = plan.merges.setdefault(target.id, IntakeMerge(target.id))
+            merge.case_ids.append(case_id)
+            merge.reported_at.append(incoming.requested_at)
+            merge.keywords.append(keyword)
+            outcome: Outcome = "merged"
+            order_id = target.id
+        else:
+            order_id = _allocate_ids(session, WorkOrder, 1)[0]
+            row, order = _new_order(order_id, incoming, stype, district_id, keyword,
+                                    ref.crew_for(district_id, incoming.service_code), case_id, x, y, events)
+            plan.new_orders.append(row)
+            if order is not None:
+                plan.published.append((order.id, order.crew_id, order.version))
+            outcome = "created"
+        plan.new_order_events = events.rows
+        if apply_intake(session, plan):
+            self.reset()
+            raise Conflict("the work order it would join closed just now; place it again", field="case_id")
+        stored.lat, stored.lon, stored.district_id = lat, lon, district_id
+        stored.location_state, stored.location_problem = "located", None
+        stored.work_order_id, stored.updated_at = order_id, now
+        stored.emergency = stored.emergency or keyword is not None
+        session.add(stored)
+        session.flush()
+        return CaseOutcome(outcome, case_id, order_id, stored.tracking_token, keyword is not None)
+
+    def _keep_outcomes(
+        self,
+        session: Session,
+        present: list[tuple[IncomingCase, int]],
+        batch_ids: dict[tuple[str, str], int],
+        channel: str,
+        actor: str,
+        actor_user_id: int | None,
+        result: IngestResult,
+    ) -> None:
+        """A request number seen again with another outcome (Chicago lists an SR once per
+        crew outcome) is an update of the same request: a note on its work order, through
+        the writer. Keyed by its content, so importing the file again adds nothing."""
+        writer_actor = Actor(actor_user_id, actor, channel)
+        for case, case_id in present:
+            if not case.resolution and case.closed_at is None:
+                continue
+            stored_id = batch_ids.get((case.source, case.external_id)) if case_id < 0 else case_id
+            stored = session.get(Case, stored_id) if stored_id is not None else None
+            if stored is None or stored.work_order_id is None:
+                continue
+            if case.resolution == stored.resolution and case.closed_at == stored.closed_at:
+                continue  # the same row again (a re-import)
+            key = f"{case.source}\x00{case.external_id}\x00{case.resolution}\x00{case.closed_at}"
+            uid = "import-update-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+            text = f"{case.status_received or 'Update'} from the city: {case.resolution or 'closed'}"
+            data = {"text": text, "source": case.source, "external_id": case.external_id}
+            order = load_for_update(session, stored.work_order_id)
+            _, added = add_fact(session, order, kind="note", uid=uid, data=data, actor=writer_actor,
+                                occurred_at=case.closed_at or case.requested_at)
+            if added:
+                result.counts["updates_kept"] += 1
+                # Its version moved: what this pipeline remembers of open orders is re-read.
+                self._grids.clear()
+                self._loaded_types.clear()
 
     def _split_present(
         self, session: Session, cases: list[IncomingCase]
@@ -319,7 +467,8 @@ class Pipeline:
             if key in known:
                 present.append((case, known[key]))
             elif key in seen:
-                # The same id twice in one batch (Chicago lists an SR once per crew outcome).
+                # The same id twice in one batch (Chicago lists an SR once per crew outcome):
+                # -1 until the first one has its id (see _keep_outcomes).
                 present.append((case, -1))
             else:
                 seen[key] = len(fresh)
@@ -335,8 +484,11 @@ class Pipeline:
         if not usable:
             return located
         if not len(ref.districts):
+            if self.queue_without_areas:
+                return [(None, p or NO_AREAS) for _, p in located]
             return [(None, p) for _, p in located]
-        ids = ref.districts.assign([cases[i].lon for i in usable], [cases[i].lat for i in usable])
+        points = [(cases[i].lon, cases[i].lat) for i in usable]
+        ids = ref.districts.assign([lon for lon, _ in points], [lat for _, lat in points])  # type: ignore[misc]  # usable: both set
         for i, district_id in zip(usable, ids.tolist(), strict=True):  # ints, not numpy scalars
             if district_id < 0:
                 located[i] = (None, "outside the service areas")
@@ -380,20 +532,21 @@ class Pipeline:
             if code in self._loaded_types:
                 return
             self._loaded_types.add(code)
-            where = [WorkOrder.service_code == code, WorkOrder.is_open]
+            where = [col(WorkOrder.service_code) == code, col(WorkOrder.is_open)]
         else:
             dlat, dlon = ref.districts.projection.degrees_for(radius)
+            assert case.lat is not None and case.lon is not None  # only located cases merge
             where = [
-                WorkOrder.service_code == code,
-                WorkOrder.is_open,
-                WorkOrder.lat.between(case.lat - dlat, case.lat + dlat),  # type: ignore[operator]
-                WorkOrder.lon.between(case.lon - dlon, case.lon + dlon),  # type: ignore[operator]
-                WorkOrder.last_reported_at >= case.requested_at - window,
-                WorkOrder.first_reported_at <= case.requested_at + window,
+                col(WorkOrder.service_code) == code,
+                col(WorkOrder.is_open),
+                col(WorkOrder.lat).between(case.lat - dlat, case.lat + dlat),
+                col(WorkOrder.lon).between(case.lon - dlon, case.lon + dlon),
+                col(WorkOrder.last_reported_at) >= case.requested_at - window,
+                col(WorkOrder.first_reported_at) <= case.requested_at + window,
             ]
             grid.cells.clear()
         rows = session.exec(
-            select(
+            select(  # type: ignore[call-overload]  # SQLModel's select is typed for up to four columns
                 WorkOrder.id, WorkOrder.lon, WorkOrder.lat, WorkOrder.first_reported_at,
                 WorkOrder.last_reported_at, WorkOrder.case_count, WorkOrder.version, WorkOrder.emergency,
                 WorkOrder.priority, WorkOrder.crew_id,
@@ -412,7 +565,7 @@ class Pipeline:
         for code in missing:
             self._grid(code, float(ref.service_types[code]["duplicate_radius_m"]))
         rows = session.exec(
-            select(
+            select(  # type: ignore[call-overload]  # SQLModel's select is typed for up to four columns
                 WorkOrder.id, WorkOrder.service_code, WorkOrder.lon, WorkOrder.lat, WorkOrder.first_reported_at,
                 WorkOrder.last_reported_at, WorkOrder.case_count, WorkOrder.version, WorkOrder.emergency,
                 WorkOrder.priority, WorkOrder.crew_id,
@@ -444,10 +597,7 @@ _ORDER_COLUMNS = (
     "sla_due_at", "crew_id", "status", "is_open", "resolution", "notes", "notes_version", "deleted_at",
     "first_reported_at", "last_reported_at", "closed_at", "case_count", "version", "created_at", "updated_at",
 )
-_EVENT_COLUMNS = (
-    "uid", "work_order_id", "version", "kind", "from_status", "to_status", "data", "channel", "actor_user_id",
-    "actor", "occurred_at", "recorded_at",
-)
+_EVENT_COLUMNS = EVENT_COLUMNS
 _CONTACT_COLUMNS = ("case_id", "first_name", "last_name", "email", "phone", "device_id")
 
 
@@ -500,10 +650,6 @@ def _tracking_tokens(count: int) -> list[str]:
     return [base64.urlsafe_b64encode(pool[i : i + 16]).rstrip(b"=").decode() for i in range(0, 16 * count, 16)]
 
 
-# Unique event ids without a uuid4 per row: a random per-process prefix and a counter.
-_UID_PREFIX = uuid.uuid4().hex[:20]
-_UID_COUNTER = itertools.count(1)  # next() on a count is atomic under the GIL
-
 
 @dataclass(slots=True)
 class _Events:
@@ -527,22 +673,16 @@ class _Events:
         data: dict[str, Any] | None = None,
     ) -> None:
         self.rows.append((
-            f"{_UID_PREFIX}{next(_UID_COUNTER):012x}", work_order_id, version, kind, from_status, to_status, data, self.channel,
+            new_event_uid(), work_order_id, version, kind, from_status, to_status, data, self.channel,
             self.actor_user_id, self.actor, occurred_at, self.now,
         ))
 
 
-def _merge_into(target: _OpenOrder, case: IncomingCase, case_id: int, keyword: str | None, events: _Events) -> None:
-    target.case_count += 1
-    target.version += 1
+def _merge_into(target: _OpenOrder, case: IncomingCase) -> None:
+    """Widen the target's reporting window (later cases of the batch compare against it).
+    The writer bumps its version and case count under a row lock."""
     target.last_reported_at = max(target.last_reported_at, case.requested_at)
     target.first_reported_at = min(target.first_reported_at, case.requested_at)
-    events.add(target.id, target.version, "merged", case.requested_at, data={"case_id": case_id})
-    if keyword and not target.emergency:
-        target.emergency = True
-        target.version += 1
-        events.add(target.id, target.version, "alert", case.requested_at,
-                   data={"reason": "emergency keyword", "keyword": keyword})
 
 
 @functools.lru_cache(maxsize=256)
@@ -627,39 +767,6 @@ def _new_order(
     if closed:
         return row, None
     return row, _OpenOrder(order_id, x, y, case.requested_at, case.requested_at, 1, version, bool(keyword), priority, crew_id)
-
-
-def _write_merges(session: Session, orders: list[_OpenOrder], now: datetime) -> None:
-    table = WorkOrder.__table__  # type: ignore[attr-defined]
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(
-            case_count=bindparam("b_case_count"),
-            version=bindparam("b_version"),
-            first_reported_at=bindparam("b_first", type_=table.c.first_reported_at.type),
-            last_reported_at=bindparam("b_last", type_=table.c.last_reported_at.type),
-            emergency=bindparam("b_emergency"),
-            priority=bindparam("b_priority"),
-            updated_at=bindparam("b_now", type_=table.c.updated_at.type),
-        )
-    )
-    session.connection().execute(
-        statement,
-        [
-            {
-                "b_id": o.id,
-                "b_case_count": o.case_count,
-                "b_version": o.version,
-                "b_first": o.first_reported_at,
-                "b_last": o.last_reported_at,
-                "b_emergency": o.emergency,
-                "b_priority": 1 if o.emergency else o.priority,
-                "b_now": now,
-            }
-            for o in orders
-        ],
-    )
 
 
 def _service_types(session: Session, codes: list[str] | None = None) -> dict[str, dict[str, Any]]:

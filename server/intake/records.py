@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["Contact", "IncomingCase", "RejectedRow", "FormatError"]
+__all__ = ["BAD_CLOSE_TIME", "Contact", "IncomingCase", "RejectedRow", "FormatError"]
+
+# A case whose source closes it before it was opened (a typo in the year) is kept, closed at
+# its creation time, with the source's text under this attribute key.
+BAD_CLOSE_TIME = "import:close_time_before_creation"
 
 
 class FormatError(Exception):

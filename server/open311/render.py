@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -33,6 +34,7 @@ __all__ = [
     "ServiceDefinition",
     "ServiceRequest",
     "TokenLookup",
+    "UpdateAccepted",
     "MEDIA_TYPES",
     "format_datetime",
     "render",
@@ -131,6 +133,12 @@ class RequestUpdate(msgspec.Struct):
     external_status_code: str
 
 
+class UpdateAccepted(msgspec.Struct):
+    """The answer to mySociety's POST servicerequestupdates: our id for the update."""
+
+    update_id: str
+
+
 class Endpoint(msgspec.Struct):
     specification: str
     url: str
@@ -194,7 +202,7 @@ def _fill(element: ET.Element, tag: str, value: object) -> None:
         element.text = _text(value)
 
 
-def to_xml(payload: msgspec.Struct | list[msgspec.Struct], *, root: str, item: str | None = None) -> bytes:
+def to_xml(payload: msgspec.Struct | Sequence[msgspec.Struct], *, root: str, item: str | None = None) -> bytes:
     """The XML document: `root` holding one `item` element per entry, or the struct's fields."""
     element = ET.Element(root)
     if isinstance(payload, list):
@@ -207,13 +215,13 @@ def to_xml(payload: msgspec.Struct | list[msgspec.Struct], *, root: str, item: s
     return (_DECLARATION + ET.tostring(element, encoding="unicode", short_empty_elements=False)).encode("utf-8")
 
 
-def to_json(payload: msgspec.Struct | list[msgspec.Struct]) -> bytes:
+def to_json(payload: msgspec.Struct | Sequence[msgspec.Struct]) -> bytes:
     return msgspec.json.encode(payload)
 
 
 def render(
     fmt: Format,
-    payload: msgspec.Struct | list[msgspec.Struct],
+    payload: msgspec.Struct | Sequence[msgspec.Struct],
     *,
     root: str,
     item: str | None = None,

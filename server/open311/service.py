@@ -31,11 +31,15 @@ import msgspec
 from sqlalchemy import and_, case, or_
 from sqlmodel import Session, col, select
 
-from server.errors import Forbidden, NotFound, ValidationFailed
+from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from server.intake.catalogue import built_in
+from server.intake.geocode import suggest_position
 from server.intake.pipeline import Pipeline
 from server.intake.records import Contact, IncomingCase
 from server.intake.servicetypes import load_overrides
+from server.media import photo_url, store_report_photo
 from server.models import Case, ServiceType, WorkOrder, WorkOrderEvent, utcnow
+from server.notify.outbox import crew_job_assigned
 from server.open311.render import (
     Attribute,
     AttributeValue,
@@ -47,10 +51,14 @@ from server.open311.render import (
     ServiceDefinition,
     ServiceRequest,
     TokenLookup,
+    UpdateAccepted,
     format_datetime,
 )
+from server.residents.expected import CloseTimes, Expectation, close_times
+from server.residents.notices import expectation_text, report_notice
 from server.settings import Settings
-from server.status import STATUSES, info
+from server.status import STATUSES, InvalidTransition, Kind, Status, info
+from server.workorders.changes import Actor, add_fact, change_status, load_for_update
 
 __all__ = [
     "BASE_PATH",
@@ -61,11 +69,13 @@ __all__ = [
     "AttributeSpec",
     "InvalidRequest",
     "RequestQuery",
+    "Submitted",
     "UpdateQuery",
     "attribute_specs",
     "check_api_key",
     "check_jurisdiction",
     "create_request",
+    "described",
     "discovery",
     "find_requests",
     "get_request",
@@ -73,8 +83,10 @@ __all__ = [
     "lookup_token",
     "parse_request_query",
     "parse_update_query",
+    "post_request_update",
     "request_updates",
     "service_definition",
+    "submit_request",
 ]
 
 BASE_PATH = "/open311/v2"
@@ -84,15 +96,18 @@ CHANGESET = "2026-11-26T00:00:00Z"  # bump when this document or the API changes
 DEFAULT_WINDOW = timedelta(days=90)  # GET requests without a date filter (spec)
 MAX_SPAN = timedelta(days=90)  # start_date..end_date "may not span more than 90 days" (spec)
 DEFAULT_PAGE_SIZE = 1000  # "first 1000 requests returned" (spec); `page_size` lowers it
+# A billion requests at the largest page size; past it the offset would not fit a database integer.
+MAX_PAGE = 1_000_000
 MAX_PAGE_SIZE = 1000
 MAX_IDS = 1000  # service_request_id values in one GET
-UPDATES_DEFAULT_WINDOW = timedelta(hours=24)
+UPDATES_DEFAULT_WINDOW = timedelta(days=90)  # the same rules as GET requests
 
 DATATYPES = frozenset({"string", "number", "datetime", "text", "singlevaluelist", "multivaluelist"})
 LIST_DATATYPES = frozenset({"singlevaluelist", "multivaluelist"})
 # Where a POST's address_id is kept: attribute codes come only from service definitions,
 # so a client cannot write this key through `attribute[...]`.
 ADDRESS_ID_KEY = "open311:address_id"
+GEOCODED_KEY = "open311:geocoded"  # how an address-only report was placed (method, confidence)
 MAX_ATTRIBUTE_VALUES = 100
 MAX_ATTRIBUTE_VALUE_LENGTH = 2000
 
@@ -128,7 +143,10 @@ class InvalidRequest(ValidationFailed):
     """One request with one or more named problems, all reported at once (400)."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
+        # Every problem is worded "<field> ...", so the first one names the field for the
+        # JSON error body that the resident page's report route shares with Open311.
+        first = re.match(r"[A-Za-z_][A-Za-z0-9_]*", problems[0]) if problems else None
+        super().__init__("; ".join(problems), field=first.group(0) if first else None)
         self.problems = problems
 
 
@@ -247,6 +265,15 @@ def attribute_specs(raw: list[dict[str, Any]] | None) -> list[AttributeSpec]:
     return sorted(specs, key=lambda s: (s.order, s.code))
 
 
+def described(stype: ServiceType) -> tuple[str, str, list[dict[str, Any]] | None]:
+    """(description, keywords, attributes) of a type; one stored before the built-in
+    catalogue existed (nothing of the three set) is described from the catalogue."""
+    if stype.description or stype.keywords or stype.attributes:
+        return stype.description, stype.keywords, stype.attributes
+    entry = built_in(stype.code) or {}
+    return entry.get("description", ""), entry.get("keywords", ""), entry.get("attributes")
+
+
 def _active_type(session: Session, code: str) -> ServiceType:
     stype = session.get(ServiceType, code)
     if stype is None or not stype.active:
@@ -258,18 +285,19 @@ def list_services(session: Session) -> list[Service]:
     rows = session.exec(
         select(ServiceType).where(col(ServiceType.active).is_(True)).order_by(ServiceType.name, ServiceType.code)
     ).all()
-    return [
-        Service(
+    services = []
+    for t in rows:
+        description, keywords, attributes = described(t)
+        services.append(Service(
             service_code=t.code,
             service_name=t.name,
-            description=t.description or None,
-            metadata=bool(attribute_specs(t.attributes)),
+            description=description or None,
+            metadata=bool(attribute_specs(attributes)),
             type="realtime",
-            keywords=t.keywords or None,
+            keywords=keywords or None,
             group=t.group or None,
-        )
-        for t in rows
-    ]
+        ))
+    return services
 
 
 def service_definition(session: Session, *, service_code: str) -> ServiceDefinition:
@@ -289,7 +317,7 @@ def service_definition(session: Session, *, service_code: str) -> ServiceDefinit
                 if s.datatype in LIST_DATATYPES
                 else msgspec.UNSET,
             )
-            for s in attribute_specs(stype.attributes)
+            for s in attribute_specs(described(stype)[2])
         ],
     )
 
@@ -508,16 +536,19 @@ def _read_submission(form: FormData, specs: list[AttributeSpec]) -> _Submission:
     )
 
 
-def _notice(outcome: str, emergency: bool, sla_hours: float) -> str:
-    notices = {
-        "created": f"Thank you. Our target is to act on this within {sla_hours:g} hours.",
-        "merged": "Thank you. This joins an earlier report of the same problem nearby; "
-        "we will tell you when it is fixed.",
-        "unlocated": "Thank you. We could not place this on our map yet; a dispatcher will "
-        "locate it.",
-    }
-    text = notices.get(outcome, "Thank you.")
-    return ("If anyone is in danger, call 911 now. " + text) if emergency else text
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A report taken in: what Open311 answers, and what the resident pages show."""
+
+    case_id: int
+    token: str
+    outcome: str  # created | merged | unlocated
+    emergency: bool
+    work_order_id: int | None
+    reports: int  # cases of its work order, this one included
+    expected: Expectation | None
+    notice: str
+    account_id: str | None
 
 
 def create_request(
@@ -528,8 +559,13 @@ def create_request(
     jurisdiction_id: str | None,
     settings: Settings,
     now: datetime | None = None,
+    language: str = "en",
+    media: bytes | None = None,
 ) -> RequestCreated:
     """POST requests: check, then hand one `IncomingCase` to the intake pipeline.
+
+    A `media` photo (a multipart file part) is cleaned and kept like a crew's photo, and
+    becomes the request's `media_url` (over any `media_url` field).
 
     Order of checks: api_key (403), jurisdiction_id (404), service_code (400 missing, 404
     unknown), then every field and attribute together (400, each named). Nothing is written
@@ -538,17 +574,54 @@ def create_request(
     key = check_api_key(_first(form, "api_key") or api_key, keys=settings.auth.open311_api_keys,
                         action="create_request")
     check_jurisdiction(_first(form, "jurisdiction_id") or jurisdiction_id, settings=settings)
+    # Which client sent it, without the key itself.
+    actor = "open311:key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    if media is not None:
+        form = {**form, "media_url": photo_url(settings.public_url, store_report_photo(session, media, field="media"))}
+    submitted = submit_request(session, form=form, settings=settings, source="open311", channel="open311",
+                               actor=actor, now=now, language=language)
+    return RequestCreated(
+        service_request_id=str(submitted.case_id),
+        token=submitted.token,
+        service_notice=submitted.notice,
+        account_id=submitted.account_id,
+    )
+
+
+def submit_request(
+    session: Session,
+    *,
+    form: FormData,
+    settings: Settings,
+    source: str,
+    channel: str,
+    actor: str,
+    now: datetime | None = None,
+    language: str = "en",
+) -> Submitted:
+    """One report through the intake pipeline, from Open311 or the resident page alike.
+
+    The caller has checked who may submit (Open311: the api_key; the resident page: its
+    rate limits). Jobs routed to a crew tell the crew (push), in the same transaction.
+    """
     code = _first(form, "service_code")
     if code is None:
         raise InvalidRequest(["service_code was not provided"])
     stype = _active_type(session, code)
-    submission = _read_submission(form, attribute_specs(stype.attributes))
+    submission = _read_submission(form, attribute_specs(described(stype)[2]))
 
     attributes = dict(submission.attributes)
     if submission.address_id is not None:
         attributes[ADDRESS_ID_KEY] = [submission.address_id]
+    if submission.lat is None and submission.address is not None:
+        # An address alone: placed from the city's own located history when that is sure
+        # enough; otherwise it waits in the unlocated queue for a dispatcher, as before.
+        suggestion = suggest_position(session, submission.address)
+        if suggestion is not None and suggestion.places:
+            submission.lat, submission.lon = suggestion.lat, suggestion.lon
+            attributes[GEOCODED_KEY] = [f"{suggestion.method}, confidence {suggestion.confidence:.2f}"]
     incoming = IncomingCase(
-        source="open311",
+        source=source,
         external_id=uuid.uuid4().hex,
         service_code=stype.code,
         service_name=stype.name,
@@ -566,14 +639,26 @@ def create_request(
         tolerance_m=settings.intake.boundary_tolerance_m,
         bulk=False,
     )
-    # Which client sent it, without the key itself.
-    actor = "open311:key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
-    result = pipeline.ingest(session, [incoming], channel="open311", actor=actor, now=incoming.requested_at)
+    result = pipeline.ingest(session, [incoming], channel=channel, actor=actor, now=incoming.requested_at)
     outcome = result.outcomes[0]
-    return RequestCreated(
-        service_request_id=str(outcome.case_id),
+    order = session.get(WorkOrder, outcome.work_order_id) if outcome.work_order_id is not None else None
+    if order is not None:
+        session.refresh(order)  # the pipeline wrote it with Core statements
+        if outcome.outcome == "created":
+            crew_job_assigned(session, [order])
+    expected = close_times(session).expect_order(order) if order is not None and order.is_open else None
+    emergency = outcome.emergency or bool(order is not None and order.emergency)
+    reports = order.case_count if order is not None else 1
+    return Submitted(
+        case_id=outcome.case_id,
         token=outcome.tracking_token or "",
-        service_notice=_notice(outcome.outcome, outcome.emergency, stype.sla_hours),
+        outcome=outcome.outcome,
+        emergency=emergency,
+        work_order_id=outcome.work_order_id,
+        reports=reports,
+        expected=expected,
+        notice=report_notice(outcome=outcome.outcome, emergency=emergency, reports=reports, expected=expected,
+                             language=language),
         account_id=submission.account_id,
     )
 
@@ -611,11 +696,30 @@ def _status_condition(value: str) -> Any:
 
 
 def _updated_expression() -> Any:
-    """The later of the case's and its work order's update times (the case's if unlinked)."""
+    """A request's `updated_datetime` in SQL, the same rule as `_updated_at`.
+
+    A closed request was last updated when it was closed (spec), not when an import wrote
+    it: its work order's close time, or the source's own close time if it has no work
+    order. An open one: the later of the case's and its work order's update times.
+    """
     return case(
+        (and_(col(WorkOrder.id).is_not(None), col(WorkOrder.is_open).is_(False),
+              col(WorkOrder.closed_at).is_not(None)), col(WorkOrder.closed_at)),
+        (and_(col(WorkOrder.id).is_(None), col(Case.closed_at).is_not(None)), col(Case.closed_at)),
         (col(WorkOrder.updated_at) > col(Case.updated_at), col(WorkOrder.updated_at)),
         else_=col(Case.updated_at),
     )
+
+
+def _updated_at(c: Case, order_status: str | None, order_updated_at: datetime | None,
+                order_closed_at: datetime | None) -> datetime:
+    """`updated_datetime` of one request (see `_updated_expression`)."""
+    if order_status is not None:
+        if info(order_status).kind != Kind.OPEN and order_closed_at is not None:
+            return order_closed_at
+    elif c.closed_at is not None:
+        return c.closed_at
+    return max(c.updated_at, order_updated_at) if order_updated_at else c.updated_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,7 +761,7 @@ def parse_request_query(
         if len(parts) > MAX_IDS:
             raise InvalidRequest([f"service_request_id lists more than {MAX_IDS} ids"])
         # Ids are case numbers: anything else cannot match.
-        return RequestQuery(ids=tuple(int(p) for p in parts if p.isdigit() and len(p) < 19))
+        return RequestQuery(ids=tuple(int(p) for p in parts if p.isascii() and p.isdigit() and len(p) < 19))
 
     def when(value: str | None, field: str) -> datetime | None:
         if value is None or not value.strip():
@@ -669,7 +773,7 @@ def parse_request_query(
     statuses = frozenset(s.lower() for s in _comma_list(status))
     for wrong in sorted(statuses - {"open", "closed"}):
         problems.append(f"status must be open or closed (comma separated): {_quoted(wrong)}")
-    number = _int_param(page, field="page", low=1, high=None, problems=problems)
+    number = _int_param(page, field="page", low=1, high=MAX_PAGE, problems=problems)
     size = _int_param(page_size, field="page_size", low=1, high=MAX_PAGE_SIZE, problems=problems)
     if start and end:
         if end < start:
@@ -708,7 +812,11 @@ def _address_id(attributes: dict[str, Any] | None) -> str | None:
 
 def _request_rows(session: Session, where: Iterable[Any], *, offset: int = 0, limit: int | None = None) -> list[Any]:
     statement = (
-        select(Case, WorkOrder.status, WorkOrder.resolution, WorkOrder.sla_due_at, WorkOrder.updated_at)
+        select(  # type: ignore[call-overload]  # SQLModel's select is typed for up to four columns
+            Case, WorkOrder.status, WorkOrder.resolution, WorkOrder.sla_due_at, WorkOrder.updated_at,
+            WorkOrder.service_code, WorkOrder.district_id, WorkOrder.emergency, WorkOrder.first_reported_at,
+            WorkOrder.closed_at,
+        )
         .outerjoin(WorkOrder, col(WorkOrder.id) == col(Case.work_order_id))
         .where(*where)
         .order_by(col(Case.requested_at).desc(), col(Case.id).desc())
@@ -719,12 +827,24 @@ def _request_rows(session: Session, where: Iterable[Any], *, offset: int = 0, li
     return list(session.exec(statement).all())
 
 
-def _to_request(row: Any, zone: ZoneInfo) -> ServiceRequest:
-    c, order_status, order_resolution, sla_due_at, order_updated_at = row
+def _expected(row: Any, times: CloseTimes) -> Expectation | None:
+    _, order_status, _, sla_due_at, _, code, district_id, emergency, first_reported_at = row[:9]
+    if order_status is None or info(order_status).open311 != "open" or first_reported_at is None:
+        return None
+    due = sla_due_at or first_reported_at + timedelta(hours=72)
+    return times.expect(service_code=code, district_id=district_id, emergency=bool(emergency),
+                        reported_at=first_reported_at, sla_due_at=due)
+
+
+def _to_request(row: Any, zone: ZoneInfo, times: CloseTimes, language: str) -> ServiceRequest:
+    c, order_status, order_resolution, _, order_updated_at = row[:5]
     status = _status_of(order_status, c.closed_at)
     located = c.location_state == "located" and c.lat is not None and c.lon is not None
-    updated = max(c.updated_at, order_updated_at) if order_updated_at else c.updated_at
+    updated = _updated_at(c, order_status, order_updated_at, row[9])
     notes = order_resolution if order_status is not None else c.resolution
+    # An open request's expected time is the upper end of the honest range (the tracking
+    # page's "4 in 5 by"), and service_notice says the range in words.
+    expected = _expected(row, times)
     return ServiceRequest(
         service_request_id=str(c.id),
         status=status,
@@ -733,10 +853,10 @@ def _to_request(row: Any, zone: ZoneInfo) -> ServiceRequest:
         service_code=c.service_code,
         description=c.description or None,
         agency_responsible=c.agency or None,
-        service_notice=None,
+        service_notice=expectation_text(expected, language) if expected is not None else None,
         requested_datetime=format_datetime(c.requested_at, zone) or "",
         updated_datetime=format_datetime(updated, zone),
-        expected_datetime=format_datetime(sla_due_at, zone) if order_status and status == "open" else None,
+        expected_datetime=format_datetime(expected.high_at, zone) if expected is not None else None,
         address=c.address or None,
         address_id=_address_id(c.attributes),
         zipcode=_zipcode(c.address),
@@ -746,13 +866,16 @@ def _to_request(row: Any, zone: ZoneInfo) -> ServiceRequest:
     )
 
 
-def find_requests(session: Session, *, query: RequestQuery, zone: ZoneInfo) -> list[ServiceRequest]:
+def find_requests(
+    session: Session, *, query: RequestQuery, zone: ZoneInfo, language: str = "en"
+) -> list[ServiceRequest]:
     """GET requests, newest requested first (then highest id)."""
+    times = close_times(session)
     if query.ids is not None:
         if not query.ids:
             return []
         rows = _request_rows(session, [col(Case.id).in_(query.ids)])
-        return [_to_request(row, zone) for row in rows]
+        return [_to_request(row, zone, times, language) for row in rows]
     where: list[Any] = []
     if query.service_codes:
         where.append(col(Case.service_code).in_(query.service_codes))
@@ -769,16 +892,18 @@ def find_requests(session: Session, *, query: RequestQuery, zone: ZoneInfo) -> l
     rows = _request_rows(
         session, where, offset=(query.page - 1) * query.page_size, limit=query.page_size
     )
-    return [_to_request(row, zone) for row in rows]
+    return [_to_request(row, zone, times, language) for row in rows]
 
 
-def get_request(session: Session, *, service_request_id: str, zone: ZoneInfo) -> list[ServiceRequest]:
+def get_request(
+    session: Session, *, service_request_id: str, zone: ZoneInfo, language: str = "en"
+) -> list[ServiceRequest]:
     """GET requests/{id}: an array of one."""
     ref = service_request_id.strip()
-    rows = _request_rows(session, [col(Case.id) == int(ref)]) if ref.isdigit() and len(ref) < 19 else []
+    rows = _request_rows(session, [col(Case.id) == int(ref)]) if ref.isascii() and ref.isdigit() and len(ref) < 19 else []
     if not rows:
         raise NotFound(f"service_request_id {_quoted(service_request_id)} not found", field="service_request_id")
-    return [_to_request(rows[0], zone)]
+    return [_to_request(rows[0], zone, close_times(session), language)]
 
 
 # -- mySociety servicerequestupdates ----------------------------------------------------
@@ -788,8 +913,8 @@ def get_request(session: Session, *, service_request_id: str, zone: ZoneInfo) ->
 class UpdateQuery:
     start: datetime | None
     end: datetime | None
-    page: int | None = None
-    page_size: int | None = None
+    page: int = 1
+    page_size: int = DEFAULT_PAGE_SIZE
 
 
 def parse_update_query(
@@ -801,26 +926,40 @@ def parse_update_query(
     zone: ZoneInfo,
     now: datetime | None = None,
 ) -> UpdateQuery:
-    """The window of updates (by when we recorded them): both ends as given; start alone
-    runs to now; end alone, or neither, covers the 24 hours before it (or before now).
+    """The window of updates, by when each happened, with the rules of GET requests.
 
-    Unpaged by default, so that a poller's window is never cut short; `page`/`page_size`
-    (at most 1000) page it when asked.
+    start_date and end_date together may span at most 90 days; one alone extends 90 days
+    from it; neither: the last 90 days. At most 1000 updates a page (`page_size` lowers
+    it), oldest first; `page` pages on: one anonymous GET can never return the whole
+    history at once.
     """
     problems: list[str] = []
     start = parse_datetime(start_date, field="start_date", zone=zone, problems=problems) if start_date else None
     end = parse_datetime(end_date, field="end_date", zone=zone, problems=problems) if end_date else None
-    number = _int_param(page, field="page", low=1, high=None, problems=problems)
+    number = _int_param(page, field="page", low=1, high=MAX_PAGE, problems=problems)
     size = _int_param(page_size, field="page_size", low=1, high=MAX_PAGE_SIZE, problems=problems)
-    if start and end and end < start:
-        problems.append("end_date is before start_date")
+    if start and end:
+        if end < start:
+            problems.append("end_date is before start_date")
+        elif end - start > MAX_SPAN:
+            problems.append("start_date and end_date may not span more than 90 days")
     if problems:
         raise InvalidRequest(problems)
-    if start is None:
-        start = (end or now or utcnow()) - UPDATES_DEFAULT_WINDOW
-    if number is not None and size is None:
-        size = DEFAULT_PAGE_SIZE
-    return UpdateQuery(start=start, end=end, page=(number or 1) if size else None, page_size=size)
+    if start and not end:
+        end = start + MAX_SPAN
+    elif end and not start:
+        start = end - MAX_SPAN
+    elif not (start or end):
+        start = (now or utcnow()) - UPDATES_DEFAULT_WINDOW
+    return UpdateQuery(start=start, end=end, page=number or 1, page_size=size or DEFAULT_PAGE_SIZE)
+
+
+def _update_time() -> Any:
+    """When an update happened: an imported event at its real time (the source's own close
+    time, not the moment of the import); a live one when we recorded it, so that a poller
+    never misses a crew's change that synced late."""
+    event = WorkOrderEvent
+    return case((col(event.channel) == "import", col(event.occurred_at)), else_=col(event.recorded_at))
 
 
 def _update_text(kind: str, status: str, data: dict[str, Any] | None) -> str:
@@ -828,7 +967,7 @@ def _update_text(kind: str, status: str, data: dict[str, Any] | None) -> str:
         return f"Report received ({info(status).label.lower()})"
     if kind == "merged":
         return "Linked to an earlier report of the same problem nearby"
-    resolution = (data or {}).get("resolution")
+    resolution = (data or {}).get("resolution") or (data or {}).get("reason")
     label = info(status).label
     return f"{label}: {resolution}" if resolution else label
 
@@ -851,25 +990,26 @@ def request_updates(session: Session, *, query: UpdateQuery, zone: ZoneInfo) -> 
         or_(col(event.from_status).is_(None), col(event.from_status) != col(event.to_status)),
         col(Case.received_at) <= col(event.recorded_at),
     )
+    when = _update_time()
     where = [or_(concerns_one_case, status_change)]
     if query.start is not None:
-        where.append(col(event.recorded_at) >= query.start)
+        where.append(when >= query.start)
     if query.end is not None:
-        where.append(col(event.recorded_at) <= query.end)
+        where.append(when <= query.end)
     statement = (
-        select(event.id, event.work_order_id, event.version, event.kind, event.to_status, event.data,
-               event.recorded_at, Case.id)
+        select(event.id, event.work_order_id, event.version, event.kind, event.to_status, event.data,  # type: ignore[call-overload]  # SQLModel's select is typed for up to four columns
+               when, Case.id)
         .join(Case, col(Case.work_order_id) == col(event.work_order_id))
         .where(*where)
-        .order_by(col(event.recorded_at), col(event.id), col(Case.id))
+        .order_by(when, col(event.id), col(Case.id))
+        .offset((query.page - 1) * query.page_size)
+        .limit(query.page_size)
     )
-    if query.page_size:
-        statement = statement.offset(((query.page or 1) - 1) * query.page_size).limit(query.page_size)
     rows = session.exec(statement).all()
 
     # A merge changes no status: it reports the work order's status as of that version.
     merged_orders = {r[1] for r in rows if r[3] == "merged"}
-    history: dict[int, list[tuple[int, str]]] = {}
+    history: dict[int, list[tuple[int, str | None]]] = {}
     if merged_orders:
         for order_id, version, to_status in session.exec(
             select(event.work_order_id, event.version, event.to_status)
@@ -897,3 +1037,122 @@ def request_updates(session: Session, *, query: UpdateQuery, zone: ZoneInfo) -> 
             )
         )
     return updates
+
+
+# -- mySociety POST servicerequestupdates: a back office's updates into the same loop ------
+
+# The extended statuses a back office may post (upper case, as FixMyStreet sends them), and
+# what each does to the work order. None: a note only, unless the job is closed (then it
+# reopens). Every change goes through the work-order writer, so residents hear of it.
+_REOPEN = "reopen"
+_SCHEDULE = "schedule"
+UPDATE_STATUSES: dict[str, str | Status | None] = {
+    "OPEN": _REOPEN,
+    "REOPEN": _REOPEN,
+    "FOR_TRIAGE": _REOPEN,
+    "INVESTIGATING": Status.ON_HOLD,
+    "ACTION_SCHEDULED": _SCHEDULE,
+    "PLANNED": _SCHEDULE,
+    "IN_PROGRESS": _SCHEDULE,
+    "FIXED": Status.COMPLETED,
+    "CLOSED": Status.COMPLETED,
+    "UNABLE_TO_FIX": Status.CANNOT_COMPLETE,
+    "NOT_COUNCILS_RESPONSIBILITY": Status.CANNOT_COMPLETE,
+    "NO_FURTHER_ACTION": Status.CANNOT_COMPLETE,
+    "INTERNAL_REFERRAL": Status.CANNOT_COMPLETE,
+    "DUPLICATE": Status.CANCELLED,
+    "CANCELLED": Status.CANCELLED,
+}
+MAX_UPDATE_ID = 64
+MAX_UPDATE_DESCRIPTION = 2000
+
+
+def _update_target(requested: str | Status | None, current: Status) -> Status | None:
+    """The status a posted update moves the job to (None: no status change)."""
+    closed = info(current).kind != Kind.OPEN
+    if requested == _REOPEN:
+        return Status.NEW if closed else None
+    if requested == _SCHEDULE:
+        return Status.ASSIGNED if closed or current in (Status.NEW, Status.ON_HOLD) else None
+    if requested == Status.ON_HOLD:
+        return Status.ON_HOLD if current == Status.NEW else None
+    assert isinstance(requested, Status)
+    return None if requested == current else requested
+
+
+def post_request_update(
+    session: Session,
+    *,
+    form: FormData,
+    api_key: str | None,
+    jurisdiction_id: str | None,
+    settings: Settings,
+) -> UpdateAccepted:
+    """POST servicerequestupdates: a back office's status update of one request.
+
+    Required (mySociety): api_key, service_request_id, update_id (the sender's id: posting
+    the same one again changes nothing and answers the same), status (an extended status,
+    e.g. FIXED), updated_datetime, description. A status change goes through the work-order
+    writer with the description as its reason (the resolution residents see); an update
+    that changes no status is kept as a note on the job. A change the state machine refuses
+    is a 409 naming `status`.
+    """
+    key = check_api_key(_first(form, "api_key") or api_key, keys=settings.auth.open311_api_keys,
+                        action="post servicerequestupdates")
+    check_jurisdiction(_first(form, "jurisdiction_id") or jurisdiction_id, settings=settings)
+    problems: list[str] = []
+    ref = _first(form, "service_request_id")
+    update_id = _first(form, "update_id")
+    status_text = (_first(form, "status") or "").upper()
+    when_text = _first(form, "updated_datetime")
+    raw_description = form.get("description")
+    description = _clean(raw_description[0] if isinstance(raw_description, list) else raw_description or "")
+    if ref is None:
+        problems.append("service_request_id was not provided")
+    if update_id is None:
+        problems.append("update_id was not provided")
+    elif len(update_id) > MAX_UPDATE_ID:
+        problems.append(f"update_id is longer than {MAX_UPDATE_ID} characters")
+    if not status_text:
+        problems.append("status was not provided")
+    elif status_text not in UPDATE_STATUSES:
+        problems.append(f"status must be one of {', '.join(UPDATE_STATUSES)}: {_quoted(status_text)}")
+    when = None
+    if when_text is None:
+        problems.append("updated_datetime was not provided")
+    else:
+        when = parse_datetime(when_text, field="updated_datetime", zone=settings.intake.zone, problems=problems)
+    if raw_description is None:
+        problems.append("description was not provided")
+    elif len(description) > MAX_UPDATE_DESCRIPTION:
+        problems.append(f"description is longer than {MAX_UPDATE_DESCRIPTION} characters")
+    if problems:
+        raise InvalidRequest(problems)
+    assert ref is not None and update_id is not None
+    case_row = session.get(Case, int(ref)) if ref.isascii() and ref.isdigit() and len(ref) < 19 else None
+    if case_row is None:
+        raise NotFound(f"service_request_id {_quoted(ref)} not found", field="service_request_id")
+    if case_row.work_order_id is None:
+        raise InvalidRequest([f"service_request_id {ref} is not placed on the map yet: it has no job to update"])
+
+    key_hash = hashlib.sha256(key.encode()).hexdigest()[:8]
+    uid = "o311u-" + hashlib.sha256(f"{key_hash}:{update_id}".encode()).hexdigest()[:48]
+    replay = session.exec(select(WorkOrderEvent.id).where(WorkOrderEvent.uid == uid)).first()
+    if replay is not None:
+        return UpdateAccepted(update_id=str(replay))
+
+    order = load_for_update(session, case_row.work_order_id)
+    actor = Actor(user_id=None, label=f"open311:key-{key_hash}", channel="open311")
+    target = _update_target(UPDATE_STATUSES[status_text], Status(order.status))
+    if target is not None:
+        try:
+            event = change_status(session, order, to=target, actor=actor, occurred_at=when,
+                                  reason=description or None, uid=uid)
+        except InvalidTransition as exc:
+            raise Conflict(f"status {status_text}: {exc}", field="status") from None
+    else:
+        event, _ = add_fact(session, order, kind="note", uid=uid, actor=actor, occurred_at=when,
+                            data={"text": f"{status_text.lower()}: {description}" if description else status_text.lower(),
+                                  "source": "open311"})
+    session.flush()
+    return UpdateAccepted(update_id=str(event.id))

@@ -13,17 +13,21 @@ Every route needs a signed-in user (router guard); some are tightened per handle
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
-from litestar import Request, Router, get
+from litestar import MediaType, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromQuery, QueryParameter
 from litestar.security.jwt import Token
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from server.auth.guards import current_user, dispatcher_or_admin, signed_in
 from server.auth.tokens import AuthUser
+from server.db import read_session
+from server.params import IdPath, IdQuery
+from server.readcache import answer_key, cached_json, request_position, viewer_scope
 from server.workorders.schemas import (
     ContactPublic,
     DistrictCollection,
@@ -61,12 +65,12 @@ Cursor = Annotated[
 
 def provide_filters(
     status: Annotated[str | None, QueryParameter(description="comma list, e.g. new,assigned")] = None,
-    district_id: FromQuery[int | None] = None,
+    district_id: IdQuery = None,
     service_code: Annotated[str | None, QueryParameter(description="comma list of service codes")] = None,
     priority: Annotated[int | None, QueryParameter(description="1 (most urgent) to 4")] = None,
     emergency: FromQuery[bool | None] = None,
     overdue: FromQuery[bool | None] = None,
-    crew_id: FromQuery[int | None] = None,
+    crew_id: IdQuery = None,
     open_only: FromQuery[bool] = False,
     q: Annotated[str | None, QueryParameter(description="part of a work-order number or address")] = None,
     bbox: Annotated[str | None, QueryParameter(description="min_lon,min_lat,max_lon,max_lat")] = None,
@@ -90,17 +94,28 @@ def provide_filters(
     "/workorders",
     operation_id="listWorkOrders",
     dependencies={"filters": Provide(provide_filters, sync_to_thread=False)},
-    sync_to_thread=True,
 )
-def work_orders(
+async def work_orders(
     request: ViewerRequest,
-    db: NamedDependency[Session],
     filters: NamedDependency[WorkOrderFilters],
     limit: PageLimit = PAGE_DEFAULT,
     cursor: Cursor = None,
-) -> WorkOrderPage:
+) -> Response[WorkOrderPage]:
     """A page of work orders, newest first (a crew sees only its own)."""
-    return list_work_orders(db, viewer=current_user(request), filters=filters, limit=limit, cursor=cursor)
+    # The engine from the app's state, not as a dependency: with two dependencies Litestar
+    # resolves them in a task group, a tenth of a cached answer's cost.
+    database: Engine = request.app.state.engine
+    viewer = current_user(request)
+    position = request_position(request.scope["state"])
+    # A crew's answer is kept apart from everybody else's (server/readcache.py).
+    key = answer_key("workorders", position, viewer_scope(viewer.role, viewer.crew_id), repr(filters), limit, cursor)
+
+    def read(db: Session) -> WorkOrderPage:
+        return list_work_orders(db, viewer=viewer, filters=filters, limit=limit, cursor=cursor)
+
+    body = await cached_json(request.app.state, database, key, position, read)
+    # The bytes are an encoded WorkOrderPage: the annotation documents the schema.
+    return cast("Response[WorkOrderPage]", Response(body, media_type=MediaType.JSON))
 
 
 @get(
@@ -112,18 +127,21 @@ def work_orders(
 )
 def work_orders_map(
     request: ViewerRequest,
-    db: NamedDependency[Session],
+    database: NamedDependency[Engine],
     filters: NamedDependency[WorkOrderFilters],
     limit: Annotated[int, QueryParameter(ge=1, le=GEOJSON_MAX)] = GEOJSON_MAX,
+    cursor: Cursor = None,
 ) -> WorkOrderCollection:
-    """The matching work orders as a GeoJSON FeatureCollection (RFC 7946)."""
-    return work_orders_geojson(db, viewer=current_user(request), filters=filters, limit=limit)
+    """The matching work orders as a GeoJSON FeatureCollection (RFC 7946), a page at a time (next_cursor)."""
+    with read_session(database) as db:
+        return work_orders_geojson(db, viewer=current_user(request), filters=filters, limit=limit, cursor=cursor)
 
 
 @get("/workorders/{work_order_id:int}", operation_id="getWorkOrder", sync_to_thread=True)
-def work_order(request: ViewerRequest, db: NamedDependency[Session], work_order_id: FromPath[int]) -> WorkOrderDetail:
+def work_order(request: ViewerRequest, database: NamedDependency[Engine], work_order_id: IdPath) -> WorkOrderDetail:
     """One work order with its cases and history."""
-    return get_work_order(db, viewer=current_user(request), work_order_id=work_order_id)
+    with read_session(database) as db:
+        return get_work_order(db, viewer=current_user(request), work_order_id=work_order_id)
 
 
 @get(
@@ -132,35 +150,39 @@ def work_order(request: ViewerRequest, db: NamedDependency[Session], work_order_
     guards=[dispatcher_or_admin],
     sync_to_thread=True,
 )
-def case_contact(request: ViewerRequest, db: NamedDependency[Session], case_id: FromPath[int]) -> ContactPublic:
+def case_contact(request: ViewerRequest, database: NamedDependency[Engine], case_id: IdPath) -> ContactPublic:
     """A reporter's contact details (dispatcher or admin)."""
-    return get_case_contact(db, viewer=current_user(request), case_id=case_id)
+    with read_session(database) as db:
+        return get_case_contact(db, viewer=current_user(request), case_id=case_id)
 
 
 @get("/unlocated", operation_id="listUnlocatedCases", guards=[dispatcher_or_admin], sync_to_thread=True)
 def unlocated(
-    request: ViewerRequest, db: NamedDependency[Session], limit: PageLimit = PAGE_DEFAULT, cursor: Cursor = None
+    request: ViewerRequest, database: NamedDependency[Engine], limit: PageLimit = PAGE_DEFAULT, cursor: Cursor = None
 ) -> UnlocatedPage:
     """Cases without a usable location, waiting to be placed (dispatcher or admin)."""
-    return list_unlocated(db, viewer=current_user(request), limit=limit, cursor=cursor)
+    with read_session(database) as db:
+        return list_unlocated(db, viewer=current_user(request), limit=limit, cursor=cursor)
 
 
 @get("/service-types", operation_id="listServiceTypes", sync_to_thread=True)
-def service_types(db: NamedDependency[Session]) -> list[ServiceTypePublic]:
+def service_types(database: NamedDependency[Engine]) -> list[ServiceTypePublic]:
     """Every service type, by name."""
-    return list_service_types(db)
+    with read_session(database) as db:
+        return list_service_types(db)
 
 
 @get("/districts", operation_id="listDistricts", sync_to_thread=True)
 def districts(
-    db: NamedDependency[Session],
+    database: NamedDependency[Engine],
     layer: FromQuery[str | None] = None,
     geometry: Annotated[bool, QueryParameter(description="true: a GeoJSON FeatureCollection")] = False,
 ) -> list[DistrictPublic] | DistrictCollection:
     """The service areas; with geometry=true as GeoJSON."""
-    if geometry:
-        return districts_geojson(db, layer=layer)
-    return list_districts(db, layer=layer)
+    with read_session(database) as db:
+        if geometry:
+            return districts_geojson(db, layer=layer)
+        return list_districts(db, layer=layer)
 
 
 workorders_router = Router(

@@ -31,6 +31,7 @@ __all__ = [
     "WorkOrderCollection",
     "WorkOrderDetail",
     "WorkOrderFeature",
+    "WorkOrderListItem",
     "WorkOrderPage",
     "WorkOrderProperties",
     "WorkOrderPublic",
@@ -69,8 +70,19 @@ class WorkOrderPublic(SQLModel):
     updated_at: datetime
 
 
-class WorkOrderPage(SQLModel):
-    items: list[WorkOrderPublic]
+# The list's rows: exactly WorkOrderPublic's fields, as a msgspec struct. A page of them is
+# built straight from database rows and encoded by msgspec without pydantic in between
+# (several times cheaper per row: the list is the busiest read). Derived, so that a field
+# added to WorkOrderPublic appears in the list too.
+WorkOrderListItem = msgspec.defstruct(
+    "WorkOrderListItem",
+    [(name, field.annotation) for name, field in WorkOrderPublic.model_fields.items()],
+    kw_only=True,
+)
+
+
+class WorkOrderPage(msgspec.Struct, kw_only=True):
+    items: list[WorkOrderListItem]  # type: ignore[valid-type]
     next_cursor: str | None
 
 
@@ -173,6 +185,10 @@ class WorkOrderProperties(msgspec.Struct, kw_only=True):
     crew: str | None
     sla_due_at: datetime | None
     overdue: bool
+    address: str | None = None
+    description: str = ""
+    requested_at: datetime | None = None  # the first report
+    closed_at: datetime | None = None
 
 
 class WorkOrderFeature(msgspec.Struct, kw_only=True):
@@ -186,6 +202,7 @@ class WorkOrderCollection(msgspec.Struct, kw_only=True):
     type: Literal["FeatureCollection"] = "FeatureCollection"
     features: list[WorkOrderFeature]
     truncated: bool = False  # a foreign member: more orders matched than `limit`
+    next_cursor: str | None = None  # a foreign member: pass it as `cursor` for the next page
 
 
 class DistrictFeature(msgspec.Struct, kw_only=True):

@@ -157,11 +157,13 @@ class Api:
     def __init__(self, server: LiveServer, seed: Seed) -> None:
         self.server = server
         self.seed = seed
-        self.client = httpx.Client(base_url=server.url, timeout=30)
+        # Drop idle connections before Hypercorn does (keep_alive_timeout, 5 s): reusing one
+        # that the server is closing at that moment fails with "disconnected".
+        self.client = httpx.Client(base_url=server.url, timeout=30, limits=httpx.Limits(keepalive_expiry=2.0))
         self.tokens: dict[str, str] = {}
-        for role in PASSWORDS:
+        for role, password in PASSWORDS.items():
             response = self.client.post(
-                "/api/auth/sign-in", json={"username": USERNAMES[role], "password": PASSWORDS[role]}
+                "/api/auth/sign-in", json={"username": USERNAMES[role], "password": password}
             )
             assert response.status_code == 200, response.text
             self.tokens[role] = response.json()["token"]

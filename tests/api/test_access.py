@@ -116,14 +116,20 @@ def test_matrix_covers_every_route_of_these_routers() -> None:
 
 def test_anonymous_refused_on_every_api_route_of_the_app(api: Api, settings: Settings) -> None:
     from server.app import create_app
+    from server.auth.tokens import PUBLIC_API_PATHS
 
     app = create_app(settings)
-    public = {"/api/auth/sign-in"}
+    # Sign-in, and what residents use without an account (their pages' API, the push key,
+    # a browser renewing its subscription): server.auth.tokens.PUBLIC_API_PATHS.
+    public = [re.compile(pattern) for pattern in PUBLIC_API_PATHS]
+    assert {p.pattern for p in public} == {r"^/api/auth/sign-in$", r"^/api/docs(?:/|$)", r"^/api/resident(?:/|$)",
+                                          r"^/api/push/vapid-public-key$", r"^/api/push/renew$",
+                                          r"^/api/workflow$"}
     checked = 0
     for route in app.routes:
         if not route.path.startswith(("/api/", "/sync")) or route.path.startswith("/api/docs"):
             continue
-        if route.path in public:
+        if any(pattern.match(route.path) for pattern in public):
             continue
         path = re.sub(r"\{[a-z_]+(:[a-z]+)?\}", "1", route.path)
         for method in route.methods - {"OPTIONS", "HEAD"}:  # type: ignore[attr-defined]
@@ -234,10 +240,20 @@ def _status(api: Api, token: str) -> int:
     return api.client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code
 
 
-def test_expired_token_is_refused(api: Api, seed: Seed, settings: Settings) -> None:
+def _token_key(engine: Engine, user_id: int) -> dict[str, Any]:
+    """The extras a real token carries: the user's token key (server/auth/tokens.py)."""
+    with write_session(engine) as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        return {"extras": {"tk": user.token_key}}
+
+
+def test_expired_token_is_refused(api: Api, seed: Seed, settings: Settings, engine: Engine) -> None:
     admin = str(seed.user_ids["admin"])
-    assert _status(api, _token(settings, admin, exp=datetime.now(UTC) + timedelta(minutes=5))) == 200
-    assert _status(api, _token(settings, admin, exp=datetime.now(UTC) - timedelta(minutes=1))) == 401
+    key = _token_key(engine, seed.user_ids["admin"])
+    assert _status(api, _token(settings, admin, exp=datetime.now(UTC) + timedelta(minutes=5), **key)) == 200
+    assert _status(api, _token(settings, admin, exp=datetime.now(UTC) + timedelta(minutes=5))) == 401  # no key
+    assert _status(api, _token(settings, admin, exp=datetime.now(UTC) - timedelta(minutes=1), **key)) == 401
 
 
 def test_tampered_tokens_are_refused(api: Api, seed: Seed, settings: Settings) -> None:

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, delete, func, update
-from sqlmodel import Session, select
+from sqlmodel import select
 
-from server.auth import authenticate, create_crew, create_user
+from server.auth import authenticate, create_crew, create_user, passwords
 from server.db import read_session, write_session
 from server.errors import Conflict, NotAuthenticated, TooManyAttempts, ValidationFailed
 from server.models import FailedSignIn, User
@@ -106,7 +106,8 @@ def test_limit_refuses_even_the_right_password_until_the_window_passes(
     assert sign_in(live_server, "lou.limited", "right-password-1").status_code == 200
 
 
-def test_rehash_on_sign_in_when_parameters_are_old(live_server: LiveServer, engine: Engine) -> None:
+def test_rehash_on_sign_in_when_parameters_are_old(live_server: LiveServer, engine: Engine,
+                                                   settings: Settings) -> None:
     user_id = add_user(engine, "olga.oldhash")
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("right-password-1")
     with write_session(engine) as session:
@@ -114,7 +115,8 @@ def test_rehash_on_sign_in_when_parameters_are_old(live_server: LiveServer, engi
     assert sign_in(live_server, "olga.oldhash", "right-password-1").status_code == 200
     with read_session(engine) as session:
         stored = session.get(User, user_id).password_hash  # type: ignore[union-attr]
-    assert stored != weak and not PasswordHasher().check_needs_rehash(stored)
+    # Rehashed at the server's cost (the suite runs at the cheap test cost, see conftest).
+    assert stored != weak and not passwords.COSTS[settings.auth.password_cost]().check_needs_rehash(stored)
 
 
 def test_bad_bodies_get_400(live_server: LiveServer) -> None:
@@ -138,21 +140,20 @@ def test_window_passing_with_an_explicit_now(engine: Engine, settings: Settings)
     add_user(engine, "tim.timed")
     limit, window = settings.auth.failed_login_limit, settings.auth.failed_login_window_seconds
     start = datetime.now(UTC)
-    with Session(engine) as session:
-        for i in range(limit):
-            with pytest.raises(NotAuthenticated):
-                authenticate(session, username="tim.timed", password="nope-nope-nope", settings=settings.auth,
-                             now=start + timedelta(seconds=i))
-        with pytest.raises(TooManyAttempts) as refused:
-            authenticate(session, username="tim.timed", password="right-password-1", settings=settings.auth,
-                         now=start + timedelta(seconds=limit))
-        # The oldest failure (at `start`) ages out after `window` seconds.
-        assert refused.value.retry_after == window - limit
-        with pytest.raises(TooManyAttempts):
-            authenticate(session, username="tim.timed", password="right-password-1", settings=settings.auth,
-                         now=start + timedelta(seconds=window - 1))
-        user = authenticate(session, username="tim.timed", password="right-password-1", settings=settings.auth,
-                            now=start + timedelta(seconds=window + 1))
+    for i in range(limit):
+        with pytest.raises(NotAuthenticated):
+            authenticate(engine, username="tim.timed", password="nope-nope-nope", settings=settings.auth,
+                         now=start + timedelta(seconds=i))
+    with pytest.raises(TooManyAttempts) as refused:
+        authenticate(engine, username="tim.timed", password="right-password-1", settings=settings.auth,
+                     now=start + timedelta(seconds=limit))
+    # The oldest failure (at `start`) ages out after `window` seconds.
+    assert refused.value.retry_after == window - limit
+    with pytest.raises(TooManyAttempts):
+        authenticate(engine, username="tim.timed", password="right-password-1", settings=settings.auth,
+                     now=start + timedelta(seconds=window - 1))
+    user = authenticate(engine, username="tim.timed", password="right-password-1", settings=settings.auth,
+                        now=start + timedelta(seconds=window + 1))
     assert user.username == "tim.timed"
     assert failures(engine, "tim.timed") == 0
 
@@ -165,12 +166,11 @@ def test_a_burst_of_parallel_guesses_gets_no_more_than_the_limit(engine: Engine,
 
     def guess() -> None:
         barrier.wait()
-        with Session(engine) as session:
-            try:
-                authenticate(session, username="bea.burst", password="wrong-guess-123", settings=settings.auth)
-            except (NotAuthenticated, TooManyAttempts) as exc:
-                with lock:
-                    outcomes.append(type(exc).__name__)
+        try:
+            authenticate(engine, username="bea.burst", password="wrong-guess-123", settings=settings.auth)
+        except (NotAuthenticated, TooManyAttempts) as exc:
+            with lock:
+                outcomes.append(type(exc).__name__)
 
     threads = [threading.Thread(target=guess) for _ in range(12)]
     for t in threads:

@@ -32,7 +32,7 @@ from server.intake.importer import import_file
 from server.models import Blob, WorkOrder, WorkOrderEvent
 from server.settings import Settings
 from server.workorders.changes import Actor, assign, set_notes
-from sync.models import SyncClient, SyncConflict, SyncMutation, SyncRejection
+from sync.models import SyncClient, SyncConflict, SyncIdentity, SyncMutation, SyncRejection
 from tests.conftest import DATA, LiveServer, load_city_areas
 
 pytestmark = pytest.mark.browser
@@ -221,16 +221,16 @@ def test_edits_made_while_the_server_is_down_apply_once_and_in_order(
     target = seeded.mine[0]
     marker = uuid.uuid4().hex[:8]
     texts = [f"offline {marker} #{n}" for n in range(1, 7)]
-    for text in texts[:3]:
-        queue_note(page, target, text)
+    for note in texts[:3]:
+        queue_note(page, target, note)
     expect(unsynced(page)).to_have_text("3")
 
     # ... then the server really stops: three more, and a sync that cannot reach it.
     server.stop()
     stopped_at = datetime.now(UTC)
     page.get_by_label("Sync automatically").check()
-    for text in texts[3:]:
-        queue_note(page, target, text)
+    for note in texts[3:]:
+        queue_note(page, target, note)
     page.get_by_role("button", name="Sync now").click()
     expect(page.locator("#sync-error")).to_contain_text("cannot reach the server", timeout=SYNC_TIMEOUT_MS)
     expect(unsynced(page)).to_have_text("6")
@@ -451,3 +451,50 @@ def test_shared_notes_edited_twice_offline_apply_and_a_lost_race_is_a_conflict(
         conflict = session.exec(select(SyncConflict).where(SyncConflict.entity_id == str(job))).one()
     assert order is not None and order.notes == "dispatcher's text"
     assert (conflict.server_value, conflict.client_value) == ("dispatcher's text", "crew's text")
+
+
+def test_a_refused_cursor_primes_again_and_drops_what_the_server_does_not_hold(
+    running: LiveServer, seeded: Seeded, engine: Engine, context  # type: ignore[no-untyped-def]
+) -> None:
+    """A phone whose cursor came from another database (or a compacted feed) gets a 422:
+    it primes again and forgets the jobs and reference data this server did not send,
+    keeping a job whose edits are still waiting in the outbox."""
+    page = open_page(context, running)
+    sign_in(page)
+    primed(page, seeded)
+    hold_edits(page)
+    job = seeded.mine[0]
+    queue_note(page, job, "waiting while the server changed")
+    ghost = 987654321
+    page.evaluate(
+        """async ([ghost, cursor]) => {
+            const { db } = window.fieldworkSync;
+            await db.transaction(["work_orders", "reference", "meta"], "readwrite", async (tx) => {
+                await db.put(tx, "work_orders", {id: String(ghost), version: 3, pending: [],
+                    data: {id: ghost, number: "WO-GHOST", status: "assigned", events: []}});
+                await db.put(tx, "reference", {entity: "service_type", id: "ghost-type", version: null,
+                    data: {code: "ghost-type", name: "Ghost"}});
+                await db.setMeta(tx, "cursor", cursor);
+            });
+        }""",
+        [ghost, f"v2.{'ab' * 16}.0.1"],
+    )
+    assert page.evaluate("window.fieldworkSync.client.pull().then((r) => r.ok)")
+    assert page.evaluate(f"window.fieldworkSync.outbox.getWorkOrder({ghost})") is None
+    kept = page.evaluate("""async () => {
+        const { db } = window.fieldworkSync;
+        return db.transaction(["reference", "meta"], "readonly", async (tx) => ({
+            ghost: await db.get(tx, "reference", ["service_type", "ghost-type"]),
+            references: (await db.getAll(tx, "reference")).length,
+            cursor: await db.getMeta(tx, "cursor"),
+        }));
+    }""")
+    assert kept["ghost"] is None and kept["references"] > 0
+    with Session(engine) as session:
+        name = session.exec(select(SyncIdentity.database_id)).one()
+    assert kept["cursor"].startswith(f"v2.{name}.")
+    for order_id in seeded.mine[:4]:
+        expect(order_row(page, order_id)).to_be_visible()
+    expect(unsynced(page)).to_have_text("1")  # the outbox is untouched
+    page.get_by_role("button", name="Sync now").click()
+    expect(unsynced(page)).to_have_text("0", timeout=SYNC_TIMEOUT_MS)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
@@ -28,6 +29,7 @@ def fieldwork(*args: str, db_url: str, stdin: str | None = None, cwd: Path) -> s
     return result
 
 
+@pytest.mark.slow  # several CLI processes, each importing a real export
 def test_areas_import_users_and_routing_from_the_command_line(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url = fresh_db.url
     loaded = fieldwork("areas", "load", str(DATA / "nyc/boundaries/nyc_community_districts_dcp2013.geojson"),
@@ -42,15 +44,22 @@ def test_areas_import_users_and_routing_from_the_command_line(fresh_db, tmp_path
     source = DATA / "nyc/records/nyc_311_2023-03-31__jun-yan_test_sample2.csv.gz"
     first = fieldwork("import", str(source), "--rejects-dir", str(tmp_path / "rejects"), db_url=url, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "89 rows read" in first.stderr and "adds up" in first.stderr and "rejected 5" in first.stderr
-    assert list((tmp_path / "rejects").glob("*.rejects.csv"))
+    said = " ".join(first.stderr.split())
+    assert "89 rows read" in said and "adds up" in said and "rejected 0" in said
+    # Its five rows closed before they were opened are kept and flagged, not rejected.
+    assert "5 closed before they were opened" in said
+    assert "times read in America/New_York (the configured time zone)" in said
+    assert not list((tmp_path / "rejects").glob("*.rejects.csv"))
     again = fieldwork("import", str(source), "--rejects-dir", str(tmp_path / "rejects"), db_url=url, cwd=tmp_path)
-    assert "created 0" in again.stderr and "already present 84" in again.stderr
+    assert "created 0" in again.stderr and "already present 89" in again.stderr
+
+    compacted = fieldwork("sync", "compact", "--keep-days", "0", db_url=url, cwd=tmp_path)
+    assert compacted.returncode == 0 and "sync feed compacted" in compacted.stderr, compacted.stderr
 
     broken = tmp_path / "broken.csv.gz"
     broken.write_bytes(source.read_bytes()[:300])
     failed = fieldwork("import", str(broken), db_url=url, cwd=tmp_path)
-    assert failed.returncode == 1 and "nothing was imported" in failed.stderr
+    assert failed.returncode == 1 and "import the file again" in " ".join(failed.stderr.split())
 
     crew = fieldwork("crews", "add", "Bronx North", db_url=url, cwd=tmp_path)
     assert crew.returncode == 0, crew.stderr
@@ -66,7 +75,7 @@ def test_areas_import_users_and_routing_from_the_command_line(fresh_db, tmp_path
     engine = create_db_engine(DatabaseSettings(url=url))
     with Session(engine) as session:
         assert session.exec(select(func.count()).select_from(District)).one() == 71
-        assert session.exec(select(func.count()).select_from(Case)).one() == 84
+        assert session.exec(select(func.count()).select_from(Case)).one() == 89  # the five closed before they were opened are kept (flagged)
         assert session.exec(select(func.count()).select_from(RoutingRule)).one() == 1
         maria = session.exec(select(User).where(User.username == "maria")).one()
         assert maria.role == "crew" and maria.password_hash.startswith("$argon2id$")

@@ -112,22 +112,40 @@ def district_agreement(engine) -> dict[str, int]:  # type: ignore[no-untyped-def
     return dict(result)
 
 
-def test_truncated_file_writes_nothing(db_kind: str, tmp_path: Path) -> None:
+def test_truncated_file_leaves_whole_batches_a_failed_run_and_resumes(db_kind: str, tmp_path: Path) -> None:
+    """A file that breaks half-way: the batches before the break are committed whole (each
+    case with its work order and events, the run's counters matching), the run is failed,
+    no rejects file is left, and importing the intact file completes it, adding up."""
     source = DATA / "la/records/la_myla311_2018-12-27_2018-12-31.csv.gz"
-    truncated = tmp_path / "la_truncated.csv.gz"
+    truncated = tmp_path / source.name
     data = source.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
+    rejects = tmp_path / "rejects"
     with FreshDatabase(db_kind, tmp_path) as db:
         assert db.engine is not None
         load_city_areas(db.engine, "la")
         with pytest.raises(FormatError, match="truncated or corrupt"):
-            import_file(db.engine, truncated, settings=intake("la"), rejects_dir=tmp_path)
+            import_file(db.engine, truncated, settings=intake("la"), rejects_dir=rejects, batch_size=500)
         with Session(db.engine) as session:
-            assert count(session, Case) == 0
-            assert count(session, WorkOrder) == 0
             run = session.exec(select(ImportRun)).one()
             assert run.status == "failed" and "truncated" in (run.error or "")
-        assert not list(tmp_path.glob("*.rejects.csv"))
+            cases = count(session, Case)
+            assert cases > 0 and run.rows_read % 500 == 0  # whole batches only
+            assert run.created + run.merged + run.unlocated == cases
+            assert cases + run.already_present + run.rejected == run.rows_read
+            assert run.created == count(session, WorkOrder)
+            orphans = session.exec(select(func.count()).select_from(Case).where(
+                Case.work_order_id.is_(None), Case.location_state == "located")).one()  # type: ignore[union-attr]
+            assert orphans == 0
+        assert not list(rejects.glob("*")) if rejects.exists() else True
+
+        summary = import_file(db.engine, source, settings=intake("la"), rejects_dir=rejects, batch_size=500)
+        assert summary.adds_up and summary.already_present == cases
+        with Session(db.engine) as session:
+            done = session.get(ImportRun, summary.import_run_id)
+            assert done is not None and done.status == "done"
+            assert (done.rows_read, done.created, done.already_present) == (
+                summary.rows_read, summary.created, summary.already_present)
 
 
 def test_wrong_format_is_refused_before_anything_is_written(db_kind: str, tmp_path: Path) -> None:

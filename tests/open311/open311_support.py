@@ -65,7 +65,7 @@ DEAD_ANIMAL_ATTRIBUTES: list[dict[str, Any]] = [
 
 @dataclass
 class Seed:
-    imported_at: datetime  # the import's own time: every imported row was updated then
+    imported_at: datetime  # the import's own time: every open imported row was updated then
     old_case_ids: list[int]  # dead-animal cases moved to 100 days ago
     touched_case_ids: list[int]  # cases (or their work orders) updated 10 minutes after it
     touched_at: datetime
@@ -118,8 +118,10 @@ def _move_and_touch(engine: Engine, seed: Seed) -> None:
         seed.old_case_ids = [c.id for c in old if c.id is not None]
 
         # Two cases changed themselves, and two work orders changed (all their cases count).
+        # Open ones: a closed request's update time is its close time.
         cases = session.exec(
-            select(Case).where(Case.service_code == GRAFFITI, Case.location_state == "located")
+            select(Case).join(WorkOrder, WorkOrder.id == Case.work_order_id)  # type: ignore[arg-type]
+            .where(Case.service_code == GRAFFITI, Case.location_state == "located", WorkOrder.is_open)
             .order_by(Case.id).limit(4)
         ).all()
         for case in cases[:2]:

@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from server.db import read_session
 from server.models import Case, ServiceType, WorkOrder
+from server.residents.expected import CloseTimes
 from server.settings import Settings
 from tests.open311.open311_support import (
     DEAD_ANIMAL,
@@ -209,7 +210,13 @@ def test_request_fields_come_from_case_and_work_order(
     assert item["service_code"] == open_case.service_code and item["service_name"] == open_case.service_name
     assert item["requested_datetime"] == w3c(open_case.requested_at, settings)
     assert item["requested_datetime"].endswith("-08:00")  # Los Angeles, winter
-    assert item["expected_datetime"] == w3c(open_order.sla_due_at, settings)
+    # The upper end of the honest range from this city's closed work orders (its 80th
+    # percentile of time-to-close), not the SLA; the same range in words in service_notice.
+    with read_session(engine) as session:
+        expected = CloseTimes.build(session).expect_order(open_order)
+    assert expected.basis != "sla"
+    assert item["expected_datetime"] == w3c(expected.high_at, settings)
+    assert item["service_notice"] and "4 in 5" in item["service_notice"]
     assert item["updated_datetime"] == w3c(max(open_case.updated_at, open_order.updated_at), settings)
     assert (item["lat"], item["long"]) == (open_case.lat, open_case.lon)
     assert item["address"] == open_case.address
@@ -229,7 +236,7 @@ def test_request_fields_come_from_case_and_work_order(
     root = xml_of(api.get(f"/requests/{open_case.id}.xml"), "service_requests")
     (request,) = root.findall("request")
     assert request.findtext("service_request_id") == str(open_case.id)
-    assert request.findtext("expected_datetime") == w3c(open_order.sla_due_at, settings)
+    assert request.findtext("expected_datetime") == w3c(expected.high_at, settings)
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])

@@ -16,11 +16,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, select
-from sqlmodel import Session
-
 import psycopg
 import pytest
+from sqlalchemy import Engine, select
+from sqlmodel import Session
 
 from server.db import read_session, write_session
 from sync import FeedRow, SyncChange, read_feed, record_change, record_changes

@@ -8,8 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sync import (
-    InvalidRequest, Mutation, PushRequest, check_transition, held_at, list_conflicts, list_rejections,
-    resolve_conflict, resolve_rejection,
+    InvalidRequest,
+    Mutation,
+    PushRequest,
+    check_transition,
+    held_at,
+    list_conflicts,
+    list_rejections,
+    resolve_conflict,
+    resolve_rejection,
 )
 from tests.sync.toy import STATES, make_engine
 

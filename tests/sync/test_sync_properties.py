@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
@@ -153,6 +154,7 @@ class PushMachine(RuleBasedStateMachine):
         assert not [n for n in notes if int(n.rsplit("-", 1)[1]) > last.get(n.rsplit("-", 1)[0], 0)]
 
 
+@pytest.mark.slow  # a Hypothesis state machine on a real database: 10-30 s
 def test_push_keeps_every_acknowledged_edit_exactly_once(sync_db: Engine) -> None:
     machine = type("PushMachineOnThisDb", (PushMachine,), {"db": sync_db})
     run_state_machine_as_test(machine, settings=settings(

@@ -7,8 +7,15 @@ import uuid
 import pytest
 
 from sync import (
-    ClientForbidden, InvalidRequest, PullRequest, SyncChange, UnknownCursor, current_cursor, read_feed,
-    record_change, record_changes,
+    ClientForbidden,
+    InvalidRequest,
+    PullRequest,
+    SyncChange,
+    UnknownCursor,
+    current_cursor,
+    read_feed,
+    record_change,
+    record_changes,
 )
 from tests.sync.toy import ToyTicket, make_engine
 
@@ -83,7 +90,8 @@ def test_upserts_are_loaded_collapsed_and_skipped_when_not_visible(tx, client_id
     assert [(c.op, c.id) for c in hidden] == [("delete", ids[1])]
 
 
-@pytest.mark.parametrize("cursor", ["", "garbage", "v1.1", "v2.0.0", "v1.-1.0", "v1.0.0 ", "v1.0.99999999999"])
+@pytest.mark.parametrize("cursor", ["", "garbage", "v1.1", "v2.0.0", "v1.-1.0", "v1.0.0 ", "v1.0.99999999999",
+                                    "v1.0.1", "v2." + "a" * 32 + ".0.0", "v2." + "a" * 32 + ".0.0 "])
 def test_malformed_or_foreign_cursors_are_unknown(tx, client_id, scope, cursor) -> None:
     with pytest.raises(UnknownCursor) as raised, tx() as session:
         ENGINE.pull(session, user_key="u", actor=None, scopes=[scope],

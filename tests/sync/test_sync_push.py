@@ -10,8 +10,16 @@ import pytest
 from sqlmodel import select
 
 from sync import (
-    ClientForbidden, InvalidRequest, Mutation, PayloadTooLarge, PushRequest, SyncClient, SyncConflict,
-    SyncMutation, SyncRejection, UnsupportedSchemaVersion,
+    ClientForbidden,
+    InvalidRequest,
+    Mutation,
+    PayloadTooLarge,
+    PushRequest,
+    SyncClient,
+    SyncConflict,
+    SyncMutation,
+    SyncRejection,
+    UnsupportedSchemaVersion,
 )
 from tests.sync.toy import RUNS, ToyNote, ToyTicket, make_engine, note_count
 

@@ -10,13 +10,14 @@ import sync
 
 DOCUMENTED = {
     "Change", "Mutation", "MutationResult", "PullRequest", "PullResponse", "PushRequest", "PushResponse",
-    "SyncEngine", "Loader", "MutatorRegistry", "Mutator", "MutationContext", "Applied", "Rejected",
+    "SyncEngine", "Loader", "DeltaLoader", "MutatorRegistry", "Mutator", "MutationContext", "Applied", "Rejected",
     "check_transition", "optimistic_text", "server_owned", "held_at",
-    "record_change", "record_changes", "read_feed", "current_cursor", "FeedRow",
+    "record_change", "record_changes", "read_feed", "current_cursor", "FeedRow", "compact_feed", "database_id",
+    "ensure_identity",
     "list_conflicts", "resolve_conflict", "list_rejections", "resolve_rejection",
     "SyncError", "InvalidRequest", "PayloadTooLarge", "ClientForbidden", "UnsupportedSchemaVersion",
     "UnknownCursor",
-    "SyncClient", "SyncMutation", "SyncChange", "SyncConflict", "SyncRejection",
+    "SyncClient", "SyncMutation", "SyncChange", "SyncConflict", "SyncRejection", "SyncIdentity",
 }
 
 

@@ -12,9 +12,25 @@ from sqlalchemy import Engine, func
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, select
 
+from server.db import write_session
 from sync import (
-    Applied, MutationContext, Mutator, MutatorRegistry, Rejected, SyncChange, SyncClient, SyncConflict,
-    SyncEngine, SyncMutation, SyncRejection, check_transition, optimistic_text, record_change, server_owned,
+    Applied,
+    MutationContext,
+    Mutator,
+    MutatorRegistry,
+    Rejected,
+    SyncChange,
+    SyncClient,
+    SyncConflict,
+    SyncEngine,
+    SyncIdentity,
+    SyncMutation,
+    SyncRejection,
+    check_transition,
+    ensure_identity,
+    optimistic_text,
+    record_change,
+    server_owned,
 )
 
 STATES = {"new": {"assigned", "cancelled"}, "assigned": {"en_route", "cancelled"},
@@ -46,13 +62,15 @@ class ToyNote(Toy, table=True):
     client_id: str = Field(default="", max_length=64)
 
 
-SYNC_TABLES = [m.__table__ for m in (SyncClient, SyncMutation, SyncChange, SyncConflict, SyncRejection)]
+SYNC_TABLES = [m.__table__ for m in (SyncClient, SyncMutation, SyncChange, SyncConflict, SyncRejection, SyncIdentity)]
 
 
 def create_tables(engine: Engine) -> None:
     """The sync tables (until the server's migration includes them) and the toy's."""
     SQLModel.metadata.create_all(engine, tables=SYNC_TABLES)
     Toy.metadata.create_all(engine)
+    with write_session(engine) as session:
+        ensure_identity(session)
 
 
 class AddNote(msgspec.Struct):

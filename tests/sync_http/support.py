@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,6 +85,7 @@ class Device:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     cursor: str | None = None
     view: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    reprimed: int = 0
 
     def queue(self, name: str, device_ts: datetime | None = None, **args: Any) -> dict[str, Any]:
         item = mutation(self.next_seq, name, device_ts, **args)
@@ -102,27 +104,63 @@ class Device:
         return response
 
     def pull_all(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Pull until has_more is false, as the PWA does: a refused cursor (422) makes it
+        prime again, and after priming it drops whatever the server did not send."""
         changes: list[dict[str, Any]] = []
+        priming = self.cursor is None
+        seen: set[tuple[str, str]] = set()
+        self.reprimed = 0
         while True:
             response = httpx.post(
                 f"{self.base_url}/sync/v1/pull", headers=self.headers, timeout=30,
                 json={"client_id": self.client_id, "cursor": self.cursor, "limit": limit},
             )
+            if response.status_code == 422 and self.cursor is not None:
+                assert response.json()["field"] == "cursor"
+                self.cursor, priming, self.reprimed = None, True, self.reprimed + 1
+                seen.clear()
+                continue
             response.raise_for_status()
             body = response.json()
             for change in body["changes"]:
                 key = (change["entity"], change["id"])
                 if change["op"] == "upsert":
-                    self.view[key] = change["data"]
+                    self.view[key] = merge_events(change["data"], self.view.get(key))
+                    seen.add(key)
                 else:
                     self.view.pop(key, None)
+                    seen.discard(key)
             changes.extend(body["changes"])
             self.cursor = body["cursor"]
             if not body["has_more"]:
+                if priming:
+                    self.view = {key: value for key, value in self.view.items() if key in seen}
                 return changes
 
     def work_orders(self) -> dict[int, dict[str, Any]]:
         return {int(k[1]): v for k, v in self.view.items() if k[0] == "work_order"}
+
+
+def image_bytes(fmt: str, *, size: tuple[int, int] = (32, 24), exif: bytes | None = None) -> bytes:
+    """A real image made with Pillow (a gradient), optionally with EXIF data."""
+    from PIL import Image
+
+    image = Image.new("RGB", size)
+    image.putdata([(x * 7 % 256, y * 11 % 256, (x + y) % 256) for y in range(size[1]) for x in range(size[0])])
+    out = io.BytesIO()
+    image.save(out, fmt, **({"exif": exif} if exif else {}))
+    return out.getvalue()
+
+
+def merge_events(data: dict[str, Any], held: dict[str, Any] | None) -> dict[str, Any]:
+    """A job as the server sent it; an incremental upsert (`events_from` > 0) carries only the
+    events from that version on, and the device keeps the ones it holds from before."""
+    start = data.get("events_from") or 0
+    if not start or held is None:
+        return {**data, "events_from": 0}
+    sent = {event["uid"] for event in data.get("events", [])}
+    kept = [e for e in held.get("events", []) if e.get("version", 0) < start and e["uid"] not in sent]
+    return {**data, "events": kept + data.get("events", []), "events_from": 0}  # the device now holds them all
 
 
 def db_order(engine: Engine, work_order_id: int) -> WorkOrder:

@@ -76,12 +76,13 @@ export function database() {
 /**
  * Run `body(tx)` in one transaction and resolve with its result once the transaction has
  * committed (rejects, and aborts, if body throws or any request fails). `body` may await the
- * transaction's own requests, never anything else.
+ * transaction's own requests, never anything else. Writes are flushed to disk before the
+ * promise resolves ("strict"); bookkeeping that may be lost in a crash can ask for "relaxed".
  */
-export async function transaction(storeNames, mode, body) {
+export async function transaction(storeNames, mode, body, { durability = "strict" } = {}) {
   const db = await database();
   return new Promise((resolve, reject) => {
-    const options = mode === "readwrite" ? { durability: "strict" } : undefined;
+    const options = mode === "readwrite" ? { durability } : undefined;
     const tx = db.transaction(storeNames, mode, options);
     let result;
     let failed = false;

@@ -9,6 +9,6 @@ Plane → WGS84 transform for Chicago) is vectorised. See records.py for the out
 
 from __future__ import annotations
 
-from .reader import FORMATS, detect_format, read_batches
+from .reader import CITY_ZONES, FORMATS, detect_format, read_batches
 
-__all__ = ["FORMATS", "detect_format", "read_batches"]
+__all__ = ["CITY_ZONES", "FORMATS", "detect_format", "read_batches"]

@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import TypeVar
 
 from ..records import RejectedRow
@@ -31,7 +31,7 @@ __all__ = [
     "text_of",
 ]
 
-UTC = timezone.utc
+
 
 # Memo tables are cleared when they reach this size: exports repeat values (Chicago has
 # one date per day, NYC API pulls stamp hundreds of rows "12:00:00.000", a file has a few
@@ -59,7 +59,7 @@ class TimeParser:
     calls `locale.setlocale`, which this server does not.
     """
 
-    __slots__ = ("_formats", "_tz", "_memo")
+    __slots__ = ("_formats", "_memo", "_tz")
 
     def __init__(self, formats: Sequence[str], tz: tzinfo) -> None:
         if not formats:
@@ -253,7 +253,7 @@ def text_of(value: object) -> str:
 
 def reject(line: int, reason: str, header: Sequence[str], row: Sequence[str]) -> RejectedRow:
     """Keep the record whole: values by column name; cells beyond the header as _extra_N."""
-    raw = dict(zip(header, row))
+    raw = dict(zip(header, row, strict=False))
     for n, cell in enumerate(row[len(header) :], 1):
         raw[f"_extra_{n}"] = cell
     return RejectedRow(line=line, reason=reason, raw=raw)

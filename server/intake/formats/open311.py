@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from ..records import Contact, FormatError, IncomingCase, RejectedRow
+from ..records import BAD_CLOSE_TIME, Contact, FormatError, IncomingCase, RejectedRow
 from .common import FieldError, TimeParser, batched, coordinate_pair, slug, text_of
 from .streams import STREAM_ERRORS, Head, json_array_items, open_text
 from .table import Item, columns_message
@@ -83,15 +83,15 @@ def _case(line: int, record: dict[str, object], times: TimeParser) -> IncomingCa
 
     status = get("status") or None
     closed_at = None
+    bad_close: str | None = None
     if status is not None and status.casefold() == "closed":
         closed_at = requested_at
         if updated_text := get("updated_datetime"):
             closed_at = times.to_utc(updated_text, "updated_datetime")
             if closed_at < requested_at:
-                raise FieldError(
-                    "closed date before created date "
-                    f"('updated_datetime' {updated_text!r} < 'requested_datetime' {created_text!r})"
-                )
+                # Kept, closed when it was opened, the source's time flagged (see table.py).
+                bad_close = f"updated_datetime {updated_text!r} is before requested_datetime {created_text!r}"
+                closed_at = requested_at
 
     point = coordinate_pair(get("lat"), get("long"), "lat", "long")
     return IncomingCase(
@@ -110,6 +110,7 @@ def _case(line: int, record: dict[str, object], times: TimeParser) -> IncomingCa
         resolution=get("status_notes") or None,
         media_url=get("media_url") or None,
         contact=_contact(record.get("extended_attributes")),
+        attributes={BAD_CLOSE_TIME: [bad_close]} if bad_close else {},
         line=line,
     )
 
@@ -126,6 +127,7 @@ def _raw_without_contact(record: dict[str, object]) -> dict[str, str]:
     raw: dict[str, str] = {}
     for key, value in record.items():
         if key == "extended_attributes" and isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in _PERSONAL_KEYS}
-        raw[str(key)] = text_of(value)
+            raw[str(key)] = text_of({k: v for k, v in value.items() if k not in _PERSONAL_KEYS})
+        else:
+            raw[str(key)] = text_of(value)
     return raw

@@ -13,7 +13,15 @@ from . import chicago, la, nyc, open311
 from .streams import Head, read_head
 from .table import Item, columns_message
 
-__all__ = ["FORMATS", "Format", "detect_format", "read_batches"]
+__all__ = ["CITY_ZONES", "FORMATS", "Format", "detect_format", "read_batches"]
+
+# The time zone of the city whose export each format is: its zone-less local times are that
+# city's clock. Open311 JSON carries offsets, so it has none.
+CITY_ZONES: Mapping[str, str] = MappingProxyType({
+    "la": "America/Los_Angeles",
+    "chicago": "America/Chicago",
+    "nyc": "America/New_York",
+})
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from ..records import FormatError, IncomingCase, RejectedRow
+from ..records import BAD_CLOSE_TIME, FormatError, IncomingCase, RejectedRow
 from .common import (
     FieldError,
     TimeParser,
@@ -120,7 +120,7 @@ def finish_batch(items: list[Item | Unprojected]) -> list[Item]:
     if not waiting:
         return items  # type: ignore[return-value]  # no Unprojected in it
     lats, lons = state_plane_to_wgs84([u.x for u in waiting], [u.y for u in waiting])
-    points = iter(zip(lats, lons))
+    points = iter(zip(lats, lons, strict=False))
     return [item.resolve(*next(points)) if isinstance(item, Unprojected) else item for item in items]
 
 
@@ -165,8 +165,8 @@ class RowMapper:
         self.address_sources: list[int | tuple[int, int]] = []
         for source in schema.address:
             if isinstance(source, str):
-                if (index := at(source)) is not None:
-                    self.address_sources.append(index)
+                if (single := at(source)) is not None:
+                    self.address_sources.append(single)
             elif (first := at(source[0])) is not None and (second := at(source[1])) is not None:
                 self.address_sources.append((first, second))
 
@@ -197,6 +197,7 @@ class RowMapper:
             status = _cell(row, self.i_status) or None
             is_closed = status is not None and schema.is_closed is not None and schema.is_closed(status)
         closed_at = None
+        attributes: dict[str, list[str]] = {}
         if is_closed:
             closed_at = requested_at
             for column, text in ((schema.closed, closed_text), (schema.updated, _cell(row, self.i_updated))):
@@ -207,9 +208,10 @@ class RowMapper:
                         # request came in: closed that day, so not before it was opened.
                         closed_at = requested_at
                     if closed_at < requested_at:
-                        raise FieldError(
-                            f"closed date before created date ({column!r} {text!r} < {schema.created!r} {created_text!r})"
-                        )
+                        # A typo in the year loses no real request: it is kept, closed when it
+                        # was opened, and the source's close time is kept as a flag.
+                        attributes[BAD_CLOSE_TIME] = [f"{column} {text!r} is before {schema.created} {created_text!r}"]
+                        closed_at = requested_at
                     break
 
         point = None
@@ -239,6 +241,7 @@ class RowMapper:
             closed_at=closed_at,
             resolution=_cell(row, self.i_resolution) or None,
             reported_district=schema.district_label(row[self.i_district]) if self.i_district is not None else None,
+            attributes=attributes,
             line=line,
         )
         if projected is None:
