@@ -11,7 +11,8 @@ It does what a real push service does to what we send, and tells the test what i
   against RFC 8291's test vector), not the library the server encrypts with;
 - answers 201, or what the test asked for, per endpoint: 404, 410, 413, 429 with
   `Retry-After`, 500 … (`answer(...)`), and can hold back its answer to every message it
-  has taken (`delay`), so that a test can kill a sender while its POSTs are in flight.
+  has taken, for a while (`delay`) or, past the first `hold_after` messages, until the test
+  calls `release()`, so that a test can kill a sender while its POSTs are in flight.
 
 `PushService().start()` runs it in a thread with its own event loop; `python -m
 tests.notify.pushservice --port N` runs it as a process (the benchmark).
@@ -161,10 +162,13 @@ class Received:
 
 
 class PushService:
-    def __init__(self, *, expected_key: str | None = None, decrypt: bool = True, delay: float = 0.0) -> None:
+    def __init__(self, *, expected_key: str | None = None, decrypt: bool = True, delay: float = 0.0,
+                 hold_after: int | None = None) -> None:
         self.expected_key = expected_key
         self.decrypt = decrypt
         self.delay = delay
+        self.hold_after = hold_after
+        self._released: asyncio.Event | None = None  # made on the service's own loop
         self.port = 0
         self.subscribers: dict[str, Subscriber] = {}
         self.received: list[Received] = []
@@ -204,6 +208,11 @@ class PushService:
         with self._lock:
             self._gone.add(subscriber.id)
             self._answers[subscriber.id] = deque([(status, {})] * 10_000)
+
+    def release(self) -> None:
+        """Answer the messages held past `hold_after`, and every later one at once."""
+        if self._loop is not None and self._released is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
 
     def messages(self, subscriber: Subscriber | None = None) -> list[Received]:
         with self._lock:
@@ -255,6 +264,9 @@ class PushService:
         with self._lock:
             self.received.append(Received(sid, payload, int(ttl), request.headers.get("Urgency"),
                                           request.headers.get("Topic"), len(body)))
+            held = self.hold_after is not None and len(self.received) > self.hold_after
+        if held and self._released is not None:  # taken, answered only once the test says so
+            await self._released.wait()
         if self.delay:  # received, but the answer is held back (a sender may die meanwhile)
             await asyncio.sleep(self.delay)
         return web.Response(status=planned[0] if planned else 201,
@@ -278,6 +290,7 @@ class PushService:
         def serve() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
+            self._released = asyncio.Event()
             self._runner = web.AppRunner(self.app(), access_log=None)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -296,6 +309,7 @@ class PushService:
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
+            self.release()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 

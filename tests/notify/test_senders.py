@@ -81,24 +81,26 @@ def test_a_sender_killed_mid_batch_sends_nothing_twice(
     engine: Engine, settings: Settings, identity: VapidIdentity, tmp_path: Path,
     workers: list[subprocess.Popen[bytes]],
 ) -> None:
-    with PushService(expected_key=identity.public_key, delay=0.4) as push:
+    concurrency = settings.push.concurrency
+    # The first wave of POSTs is answered; every later one is taken and held unanswered, so
+    # the sender fills its `concurrency` slots and can mark nothing more `sending`.
+    with PushService(expected_key=identity.public_key, hold_after=concurrency) as push:
         phones = [push.subscriber() for _ in range(240)]
         queue_many(engine, phones)
         first = start_worker(settings, tmp_path / "worker.log", "first")
         workers.append(first)
-        # One wave of POSTs answered, the second taken by the push service and held: kill then.
-        wait_until(lambda: len(push.messages()) > settings.push.concurrency, 30, "the second wave of POSTs")
 
         def in_flight_arrived() -> bool:  # every row marked `sending` is at the service, held
             marked = sum(n.state in {"sending", "sent"} for n in outbox(engine))
-            return len(push.messages()) >= marked
+            return len(push.messages()) >= max(marked, 2 * concurrency)
 
-        # On a busy machine POSTs marked `sending` may still be on their way: kill only once
-        # the wave in flight has arrived and waits for its answers (the case this test is
-        # about; a kill before they leave loses them, the at-most-once the README states).
-        wait_until(in_flight_arrived, 30, "the wave in flight to reach the push service")
+        # Kill only once the wave in flight has arrived and waits for its answers (the case
+        # this test is about; a kill before the POSTs leave loses them, the at-most-once the
+        # README states).
+        wait_until(in_flight_arrived, 60, "a full wave in flight to reach the push service")
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
+        push.release()
         at_kill = len(push.messages())
         assert at_kill < len(phones)
 
@@ -109,7 +111,7 @@ def test_a_sender_killed_mid_batch_sends_nothing_twice(
         rows = outbox(engine)
         unknown = [n for n in rows if n.state == "unknown"]
         # Only the group whose POSTs were in flight is unknown, and it had reached the service.
-        assert 0 < len(unknown) <= settings.push.concurrency
+        assert 0 < len(unknown) <= concurrency
         assert len(per_phone) == len(phones), f"{len(phones) - len(per_phone)} notices never arrived"
         assert {n.claimed_by for n in rows if n.state == "sent"} == {"first", "second"}
         print(f"\nkilled with {at_kill} delivered; {len(unknown)} in flight marked unknown (all had arrived); "
