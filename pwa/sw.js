@@ -5,7 +5,7 @@
 // Everything else under / is not ours: the crew app (/crew/, its own worker), the
 // dispatcher console (/dispatch/), /api, /sync, /open311 and the rest pass straight
 // through to the network (no respondWith), so this worker never interferes with them.
-const VERSION = "2026-12-04.1";
+const VERSION = "2026-12-04.2";
 const PREFIX = "fieldwork-resident-";
 const CACHE = `${PREFIX}${VERSION}`;
 const LANGUAGES = ["en", "es", "zh-Hans", "ru", "bn", "ht", "ko", "ar", "fr"];
@@ -19,6 +19,7 @@ const PRECACHE = [
   "/resident/report.js",
   "/resident/track.js",
   "/lib/i18n.js",
+  "/crew/icons/icon-192.png", // the pages' icon
   "/vendor/leaflet/leaflet.js",
   "/vendor/leaflet/leaflet.css",
   "/vendor/leaflet/images/marker-icon.png",
@@ -27,7 +28,7 @@ const PRECACHE = [
   ...LANGUAGES.map((code) => `/locales/resident/${code}.json`),
 ];
 const ASSET_PREFIXES = ["/resident/", "/locales/resident/", "/vendor/leaflet/"];
-const ASSETS = new Set(["/lib/i18n.js", "/sw.js"]);
+const ASSETS = new Set(["/lib/i18n.js", "/sw.js", "/crew/icons/icon-192.png"]);
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(PRECACHE)).then(() => self.skipWaiting()));
