@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import delete, exists, func, insert, literal_column, or_, select, tuple_, update
+from sqlalchemy import delete, exists, func, insert, literal_column, or_, select, tuple_, union_all, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
@@ -122,15 +122,29 @@ def read_feed(session: Session, *, scopes: Sequence[str], cursor: str | None,
     if not scopes:
         return [], encode_cursor(name, *after), False
     c = _CHANGES.c
-    query = (
-        select(c.txid, c.id, c.scope, c.entity, c.entity_id, c.op, c.version)
-        .where(c.scope.in_(list(scopes)), tuple_(c.txid, c.id) > tuple_(*after))
-        .order_by(c.txid, c.id)
-        .limit(limit + 1)
-    )
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        query = query.where(c.txid < _PG_HORIZON)
+    postgres = connection.dialect.name == "postgresql"
+    # One seek per scope along its (scope, txid, id) index, each already in order and cut
+    # at the limit, merged in one statement: the cost follows the rows a device lacks, not
+    # the size of the feed (a single `scope IN (...)` range had to sort every row of its
+    # scopes past the cursor). PostgreSQL's horizon applies once, to the merged rows: in
+    # each scope's (txid, id) order the rows below it come first, so cutting the merge
+    # there hides nothing. SQLite's txid is always 0, where `id > ?` seeks and the
+    # row-value form does not.
+    after_clause = tuple_(c.txid, c.id) > tuple_(*after) if postgres else (c.txid == 0) & (c.id > after[1])
+    per_scope = []
+    for scope in dict.fromkeys(scopes):
+        seek = (
+            select(c.txid, c.id, c.scope, c.entity, c.entity_id, c.op, c.version)
+            .where(c.scope == scope, after_clause)
+            .order_by(c.txid, c.id)
+            .limit(limit + 1)
+        )
+        per_scope.append(select(seek.subquery()))
+    merged = union_all(*per_scope).subquery() if len(per_scope) > 1 else per_scope[0].subquery()
+    query = select(merged).order_by(merged.c.txid, merged.c.id).limit(limit + 1)
+    if postgres:
+        query = query.where(merged.c.txid < _PG_HORIZON)
     rows = [FeedRow(*row) for row in connection.execute(query)]
     has_more = len(rows) > limit
     del rows[limit:]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
+from sqlalchemy import event
 
 from sync import (
     ClientForbidden,
@@ -127,3 +129,61 @@ def test_every_insert_path_stamps_the_writing_transaction(tx, scope, db_kind) ->
         rows, _, _ = read_feed(session, scopes=[scope], cursor=None, limit=10)
     assert [(row.entity_id, row.txid) for row in rows] == [(n, txid) for n in ("orm", "core", "bulk", "bulk")]
     assert txid > 0 or db_kind == "sqlite"
+
+
+def test_several_scopes_page_in_feed_order_exactly_once(tx) -> None:
+    mine, reference = f"crew:{uuid.uuid4().hex[:8]}", f"ref:{uuid.uuid4().hex[:8]}"
+    with tx() as session:  # interleaved: the merge of the per-scope seeks must keep feed order
+        record_changes(session, [("thing", i, "delete", mine if i % 3 else reference, i) for i in range(30)])
+    with tx() as session:
+        whole = [row.entity_id for row in read_feed(session, scopes=[mine, reference], cursor=None, limit=1000)[0]]
+    assert whole == [str(i) for i in range(30)]
+    for limit in (1, 2, 4, 29, 30):
+        seen, cursor, more = [], None, True
+        while more:
+            with tx() as session:
+                rows, cursor, more = read_feed(session, scopes=[reference, mine, mine], cursor=cursor, limit=limit)
+            assert len(rows) <= limit
+            seen += [row.entity_id for row in rows]
+        assert seen == whole
+
+
+def test_a_pull_seeks_its_scopes_instead_of_reading_the_feed(tx, sync_db, scope) -> None:
+    """The feed's cost must follow what a device lacks: each scope is read along its index
+    from the cursor on, never by scanning the table (plans taken with sequential scans off
+    on PostgreSQL, whose planner would rightly scan a table this small)."""
+    other = f"crew:{uuid.uuid4().hex[:8]}"
+    with tx() as session:
+        record_changes(session, [("thing", i, "delete", scope if i % 2 else other, i) for i in range(40)])
+        _, cursor, _ = read_feed(session, scopes=[scope, other], cursor=None, limit=10)
+    statements: list[tuple[str, object]] = []
+
+    def keep(conn, cursor_, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "sync_change" in statement and "UNION ALL" in statement.upper():
+            statements.append((statement, parameters))
+
+    event.listen(sync_db, "before_cursor_execute", keep)
+    try:
+        with tx() as session:
+            read_feed(session, scopes=[scope, other], cursor=cursor, limit=10)
+    finally:
+        event.remove(sync_db, "before_cursor_execute", keep)
+    assert len(statements) == 1, "the scopes are read in one statement"
+    statement, parameters = statements[0]
+    with sync_db.connect() as connection:
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        if sync_db.dialect.name == "sqlite":
+            plan = " | ".join(row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters))
+            seeks = re.findall(r"SEARCH sync_change USING (?:COVERING )?INDEX ix_sync_change_scope_txid_id "
+                               r"\(scope=\? AND txid=\? AND (?:row)?id>\?\)", plan)
+            assert len(seeks) == 2 and "SCAN sync_change" not in plan, plan
+        else:
+            with raw.cursor() as cur:
+                cur.execute("SET enable_seqscan = off")
+                cur.execute(f"EXPLAIN {statement}", parameters)
+                plan = " | ".join(row[0] for row in cur.fetchall())
+                cur.execute("RESET enable_seqscan")
+            assert "Seq Scan on sync_change" not in plan, plan
+            assert len(re.findall(r"Index (?:Only )?Scan using ix_sync_change_scope_txid_id", plan)) == 2, plan
+            assert "ROW(sync_change.txid, sync_change.id) >" in plan or "ROW(txid, id) >" in plan, plan
