@@ -498,3 +498,55 @@ def test_a_refused_cursor_primes_again_and_drops_what_the_server_does_not_hold(
     expect(unsynced(page)).to_have_text("1")  # the outbox is untouched
     page.get_by_role("button", name="Sync now").click()
     expect(unsynced(page)).to_have_text("0", timeout=SYNC_TIMEOUT_MS)
+
+
+def test_a_priming_cut_short_starts_again_and_still_drops_what_the_server_does_not_hold(
+    running: LiveServer, seeded: Seeded, context  # type: ignore[no-untyped-def]
+) -> None:
+    """The server refuses the phone's cursor and the priming that follows loses the
+    network after its first page: the next sync primes from the start, so the jobs the
+    server no longer sends still go (before, it went on from the middle and kept them)."""
+    page = open_page(context, running)
+    sign_in(page)
+    primed(page, seeded)
+    ghost = 987654322
+    page.evaluate(
+        """async ([ghost, cursor]) => {
+            const { db } = window.fieldworkSync;
+            await db.transaction(["work_orders", "meta"], "readwrite", async (tx) => {
+                await db.put(tx, "work_orders", {id: String(ghost), version: 3, pending: [],
+                    data: {id: ghost, number: "WO-GHOST", status: "assigned", events: []}});
+                await db.setMeta(tx, "cursor", cursor);
+            });
+        }""",
+        [ghost, f"v2.{'cd' * 16}.0.1"],
+    )
+    pulls: list[str] = []
+
+    def first_page_then_no_network(route) -> None:  # type: ignore[no-untyped-def]
+        cursor = (route.request.post_data_json or {}).get("cursor")
+        pulls.append(str(cursor))
+        if cursor is not None and cursor.startswith("v2.cdcd"):
+            route.continue_()  # the refused cursor: 422, priming begins
+            return
+        if len(pulls) == 2:  # the priming's first page, said to have more after it
+            response = route.fetch()
+            body = response.json()
+            body["changes"], body["has_more"] = body["changes"][:3], True
+            route.fulfill(response=response, json=body)
+            return
+        route.abort("internetdisconnected")
+
+    page.route("**/sync/v1/pull", first_page_then_no_network)
+    assert not page.evaluate("window.fieldworkSync.client.pull().then((r) => r.ok, () => false)")
+    assert len(pulls) == 3, pulls
+    cursor = page.evaluate("""async () => {
+        const { db } = window.fieldworkSync;
+        return db.transaction(["meta"], "readonly", (tx) => db.getMeta(tx, "cursor"));
+    }""")
+    assert cursor == f"v2.{'cd' * 16}.0.1", "a priming cut short must not leave its middle as the cursor"
+    page.unroute("**/sync/v1/pull")
+    assert page.evaluate("window.fieldworkSync.client.pull().then((r) => r.ok)")
+    assert page.evaluate(f"window.fieldworkSync.outbox.getWorkOrder({ghost})") is None
+    for order_id in seeded.mine[:4]:
+        expect(order_row(page, order_id)).to_be_visible()

@@ -608,11 +608,14 @@ export class SyncClient extends EventTarget {
         throw new SyncError(`pull failed: HTTP ${response.status} ${await errorDetail(response)}`, { status: response.status });
       }
       const answer = await response.json();
-      await this._applyChanges(answer.changes || [], answer.cursor, seen);
+      // While priming, the cursor is kept only with the end of it (in _forgetUnseen): a
+      // priming cut short starts again, else the next pull would go on from the middle and
+      // never learn which jobs the server no longer sends.
+      await this._applyChanges(answer.changes || [], priming ? undefined : answer.cursor, seen);
       cursor = answer.cursor;
       if (!answer.has_more) break;
     }
-    if (priming) await this._forgetUnseen(seen);
+    if (priming) await this._forgetUnseen(seen, cursor);
   }
 
   /**
@@ -669,7 +672,7 @@ export class SyncClient extends EventTarget {
           }
         } // an entity this version does not know: ignored (a newer server)
       }
-      writes.push(setMeta(tx, "cursor", cursor ?? null));
+      if (cursor !== undefined) writes.push(setMeta(tx, "cursor", cursor ?? null));
       await Promise.all(writes);
     });
   }
@@ -688,9 +691,11 @@ export class SyncClient extends EventTarget {
 
   /** After a full priming (a new device, or a cursor the server refused: another or a
    * restored database, a compacted feed): what the server did not send is not ours any
-   * more. Jobs with unsent edits stay until those are acknowledged. */
-  _forgetUnseen(seen) {
-    return transaction(["work_orders", "outbox", "reference"], "readwrite", async (tx) => {
+   * more. Jobs with unsent edits stay until those are acknowledged. The priming's cursor
+   * is kept in the same transaction. */
+  _forgetUnseen(seen, cursor) {
+    return transaction(["work_orders", "outbox", "reference", "meta"], "readwrite", async (tx) => {
+      await setMeta(tx, "cursor", cursor ?? null);
       // Keys first: only the few unseen jobs are read whole.
       for (const id of await request(tx.objectStore("work_orders").getAllKeys())) {
         if (!seen.has(id)) await this._leave(tx, await get(tx, "work_orders", id), "evict");
