@@ -147,10 +147,7 @@ def assign_many(
     for order in orders:
         if not order.is_open and crew_id is not None and order.crew_id != crew_id:
             raise ValidationFailed(f"work order {order.number} is closed; reopen it first", field="work_order_ids")
-        previous = order.crew_id
         assign(session, order, crew_id=crew_id, actor=actor, reason=reason)
-        if order.crew_id != previous:  # a new crew plans its own day
-            order.route_position = None
     session.flush()
     return orders
 

@@ -242,6 +242,7 @@ def assign(
         raise ValidationFailed(f"no crew with id {crew_id}", field="crew_id")
     previous = order.crew_id
     order.crew_id = crew_id
+    order.route_position = None  # a new crew plans its own day
     data: dict[str, Any] = {"crew_id": crew_id, "previous_crew_id": previous}
     if reason:
         data["reason"] = reason
