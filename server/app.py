@@ -34,6 +34,7 @@ from server.dispatch import dispatch_router
 from server.errors import domain_exception_handlers
 from server.jsonbody import BoundedJSONRequest
 from server.notify.api import push_router
+from server.housekeeping import run_housekeeping
 from server.notify.sender import Sender
 from server.open311 import open311_router
 from server.residents.api import REPORT_RATE_LIMIT_STORE, build_resident_router
@@ -70,10 +71,13 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
             asyncio.create_task(Sender(engine, settings.push).run(stop_sender), name="push-sender")
             if settings.push.run_sender else None
         )
+        # The sync feed's compaction, done by whichever worker finds it due (server/housekeeping.py).
+        housekeeping = asyncio.create_task(run_housekeeping(engine, settings.sync, stop_sender), name="housekeeping")
         try:
             yield
         finally:
             stop_sender.set()
+            await housekeeping
             if sender_task is not None:
                 try:
                     await asyncio.wait_for(sender_task, timeout=settings.push.timeout_seconds + 5)

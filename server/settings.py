@@ -120,6 +120,17 @@ class ResidentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """The change feed's upkeep (server/housekeeping.py)."""
+
+    # How often the feed is compacted, by whichever worker finds it due first (0: never;
+    # `fieldwork sync compact` still works by hand).
+    compact_every_hours: float = 24.0
+    # What stays uncompacted: a phone offline longer than this primes again.
+    keep_days: float = 7.0
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     """Load limits of one worker process (the overload policy, README "Running under load")."""
 
@@ -139,6 +150,7 @@ class Settings:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     push: PushSettings = field(default_factory=PushSettings)
     resident: ResidentSettings = field(default_factory=ResidentSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
     public_url: str = DEFAULT_PUBLIC_URL
     debug: bool = False
     # The PWA's static files (None: the pwa/ folder beside server/), e.g. a city's own copy.
@@ -171,7 +183,7 @@ def _float(env: dict[str, str], name: str, default: float, *, low: float, high: 
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, not {value}")
     return value
@@ -235,6 +247,11 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         tiles_url=get("FIELDWORK_MAP_TILES_URL") or resident_defaults.tiles_url,
         tiles_attribution=get("FIELDWORK_MAP_TILES_ATTRIBUTION") or resident_defaults.tiles_attribution,
     )
+    sync = SyncSettings(
+        compact_every_hours=_float(env, "FIELDWORK_SYNC_COMPACT_EVERY_HOURS", SyncSettings().compact_every_hours,
+                                   low=0, high=24 * 365),
+        keep_days=_float(env, "FIELDWORK_SYNC_KEEP_DAYS", SyncSettings().keep_days, low=0, high=3650),
+    )
     return Settings(
         database=database,
         server=server,
@@ -242,6 +259,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         intake=intake,
         push=push,
         resident=resident,
+        sync=sync,
         public_url=get("FIELDWORK_PUBLIC_URL") or DEFAULT_PUBLIC_URL,
         debug=_bool(get("FIELDWORK_DEBUG"), False),
         pwa_dir=Path(get("FIELDWORK_PWA_DIR", "")) if get("FIELDWORK_PWA_DIR") else None,
