@@ -32,9 +32,9 @@ from server.crewsync.events import EventHub
 from server.db import create_db_engine, migrate
 from server.dispatch import dispatch_router
 from server.errors import domain_exception_handlers
+from server.housekeeping import run_housekeeping
 from server.jsonbody import BoundedJSONRequest
 from server.notify.api import push_router
-from server.housekeeping import run_housekeeping
 from server.notify.sender import Sender
 from server.open311 import open311_router
 from server.residents.api import REPORT_RATE_LIMIT_STORE, build_resident_router
