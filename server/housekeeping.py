@@ -47,7 +47,7 @@ def compact_if_due(engine: Engine, settings: SyncSettings, *, now: datetime | No
     with write_session(engine) as session:
         dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        session.exec(insert(SharedValue).values(key=COMPACTED_KEY, value=b"", expires_at=None)  # type: ignore[call-overload]
+        session.exec(insert(SharedValue).values(key=COMPACTED_KEY, value=b"", expires_at=None)
                      .on_conflict_do_nothing(index_elements=["key"]))
         # The row lock makes a second worker wait here, then find the compaction done.
         row = session.exec(select(SharedValue).where(SharedValue.key == COMPACTED_KEY).with_for_update()).one()
