@@ -47,7 +47,7 @@ from server.params import AfterIdQuery, Id, IdPath
 from server.readcache import answer_key, cached_json, request_position, viewer_scope
 from server.workorders.api import provide_filters
 from server.workorders.service import WorkOrderFilters
-from sync.models import SyncChange
+from sync import UnknownCursor, current_cursor, read_feed
 
 __all__ = ["CONSOLE_HANDLERS"]
 
@@ -353,29 +353,30 @@ def alert_list(database: NamedDependency[Engine], after_id: AfterIdQuery = None)
 _LIVE_BATCH = 500
 
 
-def _positions(database: Engine) -> tuple[int, int]:
+def _positions(database: Engine) -> tuple[str, int]:
     with read_session(database) as db:
-        feed = db.connection().execute(select(func.coalesce(func.max(col(SyncChange.id)), 0))).scalar_one()
+        feed = current_cursor(db, ["dispatch"])
         event = db.connection().execute(select(func.coalesce(func.max(col(WorkOrderEvent.id)), 0))).scalar_one()
-    return int(feed or 0), int(event or 0)
+    return feed, int(event or 0)
 
 
-def _news(database: Engine, feed_after: int, event_after: int) -> tuple[int, int, list[int], list[Alert]]:
-    """Work orders changed on the dispatch scope since `feed_after`, and new alerts among them."""
+def _news(database: Engine, feed_after: str, event_after: int) -> tuple[str, int, list[int], list[Alert]]:
+    """Work orders changed on the dispatch scope since the cursor `feed_after`, and new
+    alerts among them. Read like a phone's pull (sync/feed.py), so on PostgreSQL a
+    transaction that commits after a later one is still announced, not skipped."""
     with read_session(database) as db:
-        rows = db.connection().execute(
-            select(SyncChange.id, SyncChange.entity_id)  # type: ignore[call-overload]
-            .where(col(SyncChange.id) > feed_after, SyncChange.scope == "dispatch", SyncChange.entity == "work_order")
-            .order_by(col(SyncChange.id)).limit(_LIVE_BATCH)
-        ).all()
-        if not rows:
-            return feed_after, event_after, [], []
-        ids = sorted({int(r[1]) for r in rows if str(r[1]).isdigit()})
+        try:
+            rows, cursor, _ = read_feed(db, scopes=["dispatch"], cursor=feed_after, limit=_LIVE_BATCH)
+        except UnknownCursor:  # compacted past a stream open for days: go on from now
+            return current_cursor(db, ["dispatch"]), event_after, [], []
+        ids = sorted({int(r.entity_id) for r in rows if r.entity == "work_order" and r.entity_id.isdigit()})
+        if not ids:
+            return cursor, event_after, [], []
         raised = [a for a in alerts(db, after_id=event_after, limit=50) if a.work_order_id in set(ids)]
         newest_event = db.connection().execute(
             select(func.coalesce(func.max(col(WorkOrderEvent.id)), 0)).where(col(WorkOrderEvent.work_order_id).in_(ids))
         ).scalar_one()
-    return rows[-1][0], max(event_after, int(newest_event or 0)), ids, raised
+    return cursor, max(event_after, int(newest_event or 0)), ids, raised
 
 
 @get("/live", operation_id="dispatchLive")
@@ -388,14 +389,17 @@ async def live(request: ViewerRequest) -> ServerSentEvent:
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         seen = hub.mark()  # taken before the feed is read: nothing announced after it is lost
         feed_at, event_at = await anyio.to_thread.run_sync(_positions, database)
-        yield ServerSentEventMessage(event="hello", data=str(feed_at), retry=3000)
+        yield ServerSentEventMessage(event="hello", data=feed_at, retry=3000)
         while True:
             woke = await hub.wait(["dispatch"], timeout=15.0, since=seen)
             seen = hub.mark()
             while True:
+                before = feed_at
                 feed_at, event_at, ids, raised = await anyio.to_thread.run_sync(_news, database, feed_at, event_at)
                 if not ids:
-                    break
+                    if feed_at == before:
+                        break
+                    continue  # a page of other rows of the scope: read on
                 yield ServerSentEventMessage(event="changed", data=msgspec.json.encode({"ids": ids, "position": feed_at}).decode())
                 for alert in raised:
                     yield ServerSentEventMessage(event="alert", data=msgspec.json.encode(alert).decode())
