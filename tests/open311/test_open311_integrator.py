@@ -15,7 +15,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import col, func, select
 
-from server.db import read_session
+from server.auth import create_user
+from server.db import read_session, write_session
+from server.intake.geocode import parse_address, suggest_position
 from server.models import Case, WorkOrder, WorkOrderEvent
 from server.settings import Settings
 from tests.conftest import LiveServer
@@ -310,6 +312,66 @@ def test_an_address_only_report_is_placed_when_the_history_is_sure(api: httpx.Cl
     with read_session(engine) as session:
         waiting = session.get(Case, int(unknown["service_request_id"]))
     assert waiting is not None and waiting.location_state == "unlocated"  # left for a dispatcher
+
+
+def _an_address_the_geocoder_guesses(engine: Engine) -> tuple[str, str]:
+    """A house number never reported, on a street whose neighbours were: (address, method)."""
+    with read_session(engine) as session:
+        rows = session.exec(
+            select(Case.address).where(
+                Case.location_state == "located", col(Case.address).is_not(None), col(Case.source) == "la")
+            .order_by(col(Case.id)).limit(3000)
+        ).all()
+        for address in rows:
+            parsed = parse_address(address)
+            if parsed is None:
+                continue
+            for step in (2, -2, 4, -4, 6):
+                candidate = f"{parsed.number + step} {parsed.street}"
+                suggestion = suggest_position(session, candidate)
+                if suggestion is not None and suggestion.places and suggestion.method != "exact":
+                    return candidate, suggestion.method
+    raise AssertionError("no address on the LA export that the geocoder places by a guess")
+
+
+def test_the_geocoder_does_not_learn_from_its_own_guesses(
+    api: httpx.Client, engine: Engine, live_server: LiveServer
+) -> None:
+    address, method = _an_address_the_geocoder_guesses(engine)
+    base = {"api_key": "test-open311-key", "service_code": "bulky-items", "description": "A mattress",
+            "address_string": address}
+    notes = []
+    for _ in range(2):
+        (placed,) = json_of(api.post("/requests.json", data=base))
+        with read_session(engine) as session:
+            case = session.get(Case, int(placed["service_request_id"]))
+        assert case is not None and case.location_state == "located" and case.attributes is not None
+        notes.append(case.attributes["open311:geocoded"])
+    # The second report of the same address is as unsure as the first: the first one's
+    # guessed point is not "an address located before".
+    assert notes[0] == notes[1] and notes[0][0].startswith(method), notes
+
+    # A dispatcher sees that the point is a guess, and how sure (the work-order detail).
+    with write_session(engine) as session:
+        create_user(session, username="geo.dispatcher", password="right-password-1", role="dispatcher")
+    signed = httpx.post(f"{live_server.url}/api/auth/sign-in",
+                        json={"username": "geo.dispatcher", "password": "right-password-1"}, timeout=30)
+    assert signed.status_code == 200, signed.text
+    headers = {"Authorization": f"Bearer {signed.json()['token']}"}
+    assert case.work_order_id is not None
+    for path in (f"/api/workorders/{case.work_order_id}", f"/api/dispatch/workorders/{case.work_order_id}"):
+        detail = httpx.get(f"{live_server.url}{path}", headers=headers, timeout=30)
+        assert detail.status_code == 200, detail.text
+        by_id = {c["id"]: c for c in detail.json()["cases"]}
+        guessed_method, confidence = notes[0][0].split(", confidence ")
+        assert by_id[case.id]["geocoded"] == {"method": guessed_method, "confidence": float(confidence)}
+        assert 0.5 <= by_id[case.id]["geocoded"]["confidence"] < 0.85
+    with read_session(engine) as session:
+        imported = session.exec(select(Case).where(col(Case.source) == "la", col(Case.work_order_id).is_not(None))
+                                .order_by(col(Case.id))).first()
+    assert imported is not None
+    detail = httpx.get(f"{live_server.url}/api/workorders/{imported.work_order_id}", headers=headers, timeout=30)
+    assert all(c["geocoded"] is None for c in detail.json()["cases"])  # the city's own point
 
 
 # -- media: a multipart photo, or a media_url ----------------------------------------------------------
