@@ -6,6 +6,7 @@ cap and paging of servicerequestupdates, HTTP niceties (HEAD, OPTIONS, CORS), er
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +18,14 @@ from sqlmodel import col, func, select
 
 from server.auth import create_user
 from server.db import read_session, write_session
+from server.intake.catalogue import built_in
 from server.intake.geocode import parse_address, suggest_position
+from server.intake.importer import import_file
 from server.models import Case, WorkOrder, WorkOrderEvent
-from server.settings import Settings
-from tests.conftest import LiveServer
+from server.open311.service import list_services
+from server.settings import IntakeSettings, Settings
+from tests.conftest import DATA, FreshDatabase, LiveServer, load_city_areas
+from tests.intake.test_import_integrator import sliced
 from tests.open311.open311_support import Seed, assert_error, json_of, seed_database, xml_of
 
 
@@ -253,6 +258,38 @@ def test_built_in_types_are_described_and_ask_what_the_city_asks(api: httpx.Clie
     assert case.attributes["POLE_NUMBER"] == ["E-1234"] and case.attributes["PROBLEM"] == ["street_light_out"]
     assert_error(api.post("/requests.json", data={**form, "attribute[PROBLEM]": "exploded"}), 400,
                  "attribute[PROBLEM]")
+
+
+def test_built_in_types_are_described_in_nyc_and_chicago_too(fresh_db: FreshDatabase, tmp_path: Path) -> None:
+    """Every type the bundled NYC and Chicago exports name is described: Chicago's four and
+    NYC's common ones by the catalogue, NYC's other ~150 from their own records (the complaint
+    type and its descriptors), when the import first creates them."""
+    engine = fresh_db.engine
+    assert engine is not None
+    load_city_areas(engine, "nyc")
+    load_city_areas(engine, "chicago")
+    files = sorted((DATA / "nyc/records").glob("*.gz"))
+    for path in sorted((DATA / "chicago/records").glob("*.gz")):
+        rows = itertools.count()
+        files.append(sliced(path, tmp_path / path.name, lambda _row, rows=rows: next(rows) < 300))
+    for path in files:
+        summary = import_file(engine, path, settings=IntakeSettings(), rejects_dir=tmp_path / "rejects")
+        assert summary.adds_up, summary.lines()
+    with read_session(engine) as session:
+        services = {s.service_code: s for s in list_services(session)}
+    assert len(services) >= 160
+    for code, service in services.items():
+        assert service.description and service.keywords, code
+    for code in ("street-lights-all-out", "street-light-1-out", "alley-light-out", "graffiti-removal",
+                 "street-condition", "heat-hot-water"):
+        assert services[code].description == built_in(code)["description"], code  # type: ignore[index]
+    assert services["street-condition"].metadata is True
+    plumbing = services["plumbing"]  # NYC's HPD category, described from its descriptors
+    assert plumbing.description is not None and plumbing.keywords is not None
+    assert plumbing.description.startswith('Reports filed under "Plumbing"') and "toilet" in plumbing.description
+    assert "toilet" in plumbing.keywords.split(", ")
+    noise = services["noise"]  # agency codes and the repeated "Noise:" are left out
+    assert noise.description is not None and "Barking Dog" in noise.description and "(NR5)" not in noise.description
 
 
 # -- tracking numbers -----------------------------------------------------------------------
