@@ -104,6 +104,14 @@ def _word(token: str) -> str:
     return token
 
 
+_SUFFIX_WORDS = set(_SUFFIXES) | set(_SUFFIXES.values())
+
+
+def _ends_with_suffix(text: str) -> bool:
+    words = re.findall(r"[A-Z0-9-]+", _UNIT.sub("", text))
+    return bool(words) and words[-1] in _SUFFIX_WORDS
+
+
 def parse_address(text: str | None) -> ParsedAddress | None:
     """"1557 W 13th Street, Chicago, IL 60608" → (1557, "W 13 ST", "60608"); None without a
     leading house number (an intersection, a block face, a place name)."""
@@ -113,7 +121,14 @@ def parse_address(text: str | None) -> ParsedAddress | None:
     zipcode = None
     if zips := _ZIP.findall(upper):
         zipcode = zips[-1][:5]
-    first = upper.split(",")[0]
+    parts = upper.split(",")
+    first = parts[0]
+    for part in parts[1:]:
+        # "2032 W MARTIN LUTHER KING, JR BLVD, 90062": a comma inside the street's name (LA
+        # writes it so), not the one before the city: the street ends only after it.
+        if _ends_with_suffix(first) or not _ends_with_suffix(part):
+            break
+        first = f"{first} {part}"
     first = _UNIT.sub("", first)
     tokens = re.findall(r"[A-Z0-9-]+", first)
     if len(tokens) < 2:

@@ -484,6 +484,23 @@ def test_a_bad_photo_is_refused_naming_media_and_nothing_is_written(api: httpx.C
         assert session.exec(select(func.count()).select_from(Case)).one() == before
 
 
+def test_an_oversized_upload_is_refused_naming_media(api: httpx.Client, engine: Engine) -> None:
+    with read_session(engine) as session:
+        lat, lon = session.exec(select(Case.lat, Case.lon).where(col(Case.lat).is_not(None)).limit(1)).one()
+        before = session.exec(select(func.count()).select_from(Case)).one()
+    fields = {"api_key": "test-open311-key", "service_code": "bulky-items", "lat": str(lat), "long": str(lon)}
+    big = b"\xff\xd8\xff" + b"\0" * (7 * 1024 * 1024)  # over the 6 MB a multipart POST may carry
+    for fmt in ("json", "xml"):
+        response = api.post(f"/requests.{fmt}", data=fields, files={"media": ("big.jpg", big, "image/jpeg")})
+        assert_error(response, 413, "media")
+    # Within the request's limit but over the photo's own 5 MB: a 400 naming media too.
+    assert_error(api.post("/requests.json", data=fields,
+                          files={"media": ("x.jpg", b"\xff\xd8\xff" + b"\0" * (5 * 1024 * 1024 + 10), "image/jpeg")}),
+                 400, "media")
+    with read_session(engine) as session:
+        assert session.exec(select(func.count()).select_from(Case)).one() == before
+
+
 def test_media_url_is_accepted_as_the_spec_says(api: httpx.Client, engine: Engine) -> None:
     with read_session(engine) as session:
         lat, lon = session.exec(select(Case.lat, Case.lon).where(col(Case.lat).is_not(None)).limit(1)).one()
