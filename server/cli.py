@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from server.settings import DEFAULT_DB_PATH, Settings, settings_from_env
+from server.settings import DEFAULT_DB_PATH, Settings, check_zone, settings_from_env
 
 __all__ = ["main"]
 
@@ -28,7 +28,11 @@ console = Console(stderr=True, highlight=False)
 def _settings(args: argparse.Namespace) -> Settings:
     from server.auth import passwords
 
-    settings = settings_from_env()
+    try:
+        settings = settings_from_env()
+    except ValueError as exc:  # a FIELDWORK_* setting that cannot be read: say which, no traceback
+        console.print(f"[red]{exc}")
+        raise SystemExit(2) from None
     passwords.configure(settings.auth.password_cost)
     if getattr(args, "database_url", None):
         settings = replace(settings, database=replace(settings.database, url=args.database_url))
@@ -350,6 +354,14 @@ def _run_hypercorn(settings: Settings, host: str, port: int, workers: int) -> in
 # -- argument parsing -------------------------------------------------------------------------
 
 
+def _zone_option(raw: str) -> str:
+    """--timezone, checked before anything runs ("argument --timezone: not a time zone …")."""
+    try:
+        return check_zone(raw, name="--timezone")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time zone: {raw!r} (use a name such as America/Chicago)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fieldwork", description=__doc__)
     parser.add_argument("--database-url", help="overrides FIELDWORK_DATABASE_URL")
@@ -380,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="import 311 exports (NYC, Chicago, LA, Open311 JSON)")
     imp.add_argument("paths", nargs="+")
     imp.add_argument("--format", choices=["auto", "nyc", "chicago", "la", "open311"], default="auto")
-    imp.add_argument("--timezone", help="the time zone of the file's local times (default FIELDWORK_TIMEZONE, "
+    imp.add_argument("--timezone", type=_zone_option, help="the time zone of the file's local times (default FIELDWORK_TIMEZONE, "
                      "else the zone of the city whose export it is)")
     imp.add_argument("--without-areas", action="store_true",
                      help="import although no service areas are loaded: every case waits unlocated")

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "AuthSettings",
@@ -189,6 +189,18 @@ def _float(env: dict[str, str], name: str, default: float, *, low: float, high: 
     return value
 
 
+def check_zone(raw: str, *, name: str) -> str:
+    """`raw` if it is an IANA time zone this machine knows; else a ValueError naming `name`
+    (the setting or option it came from), not a ZoneInfoNotFoundError from deep in an import."""
+    zone = raw.strip()
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name} must be a time zone name such as America/Chicago or America/New_York, "
+                         f"not {raw!r}") from None
+    return zone
+
+
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     """Build settings from ``FIELDWORK_*`` variables (unset ones keep their defaults)."""
     env = dict(os.environ if env is None else env)
@@ -221,7 +233,8 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         auth_kwargs["open311_cors_origins"] = origins
     config = get("FIELDWORK_SERVICE_TYPES")
     intake = IntakeSettings(
-        timezone=get("FIELDWORK_TIMEZONE") or IntakeSettings().timezone,
+        timezone=check_zone(env["FIELDWORK_TIMEZONE"], name="FIELDWORK_TIMEZONE") if get("FIELDWORK_TIMEZONE")
+        else IntakeSettings().timezone,
         timezone_set=bool(get("FIELDWORK_TIMEZONE")),
         jurisdiction_id=get("FIELDWORK_JURISDICTION_ID") or IntakeSettings().jurisdiction_id,
         service_types_config=Path(config) if config else None,

@@ -95,6 +95,11 @@ export class Panels {
       el("h3", {}, i18n.t("detail.cases", { count: wo.cases.length })),
       el("ul", {}, wo.cases.map((c) => el("li", {},
         `${c.external_id} · ${c.service_name} · ${this.i18n.date(c.requested_at)}`,
+        // Its point is the geocoder's guess from the address, not the city's or a person's.
+        c.geocoded ? el("div", { class: "hint geocoded" }, i18n.t("detail.geocoded", {
+          how: i18n.t(`detail.geocoded.${c.geocoded.method}`),
+          sure: i18n.number(c.geocoded.confidence, { style: "percent", maximumFractionDigits: 0 }),
+        })) : "",
         c.contact ? el("div", { class: "contact" }, [c.contact.first_name, c.contact.last_name].filter(Boolean).join(" "), " ", c.contact.phone || "", " ", c.contact.email || "") : "",
         wo.cases.length > 1 ? el("button", { type: "button", onclick: async () => {
           try {

@@ -8,13 +8,21 @@ Chicago's graffiti form, the descriptors NYC's 311 records for each complaint ty
 streetlight's pole number and a pothole's size are what crews ask first, so they are asked
 too (optional: a resident may not know). Every attribute is optional, so no client that
 ignores service definitions is refused. A `FIELDWORK_SERVICE_TYPES` file still wins.
+
+NYC's export names some 160 complaint types, most of them rare. Rather than a hand-written
+guess for each, a type with no entry here is described when an import first creates it, from
+the data itself (`describe_from_data`): the city's name for it and the finer kinds its records
+give most often (NYC's descriptors), e.g. "Reports filed under "Plumbing" in the city's 311
+records, such as: basin/sink; water supply; toilet." That says only what the data says.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["BUILT_IN", "built_in"]
+__all__ = ["BUILT_IN", "built_in", "describe_from_data"]
 
 
 def _choice(code: str, question: str, values: list[str], order: int) -> dict[str, Any]:
@@ -188,3 +196,65 @@ BUILT_IN: dict[str, dict[str, Any]] = {
 def built_in(code: str) -> dict[str, Any] | None:
     """The catalogue entry of a service code (description, keywords, maybe attributes)."""
     return BUILT_IN.get(code)
+
+
+# -- types the catalogue does not know: described from the records that name them -------------------
+
+MAX_EXAMPLES = 6
+_AGENCY_CODE = re.compile(r"\s*\((?:[A-Z0-9]{2,4})\)$")  # "Noise: Alarms (NR3)": the agency's own code
+_LEADING_CODE = re.compile(r"^(?:E\d+[A-Z]?\s+|\d{1,2}[A-Z]*\s+(?=[A-Z]))")  # "12 Dead Animals", "E3 …", "1R Missed …"
+_NOT_A_KIND = {"n/a", "na", "none", "other", "unknown", "other/unknown", "other (complaint details)",
+               "other (explain below)", "other (use comments)"}
+_SMALL_WORDS = {"a", "an", "and", "of", "or", "the", "to", "in", "for", "on", "at", "by", "with"}
+
+
+def _plain(text: str, capitals: bool) -> str:
+    """The capitals of a source that writes in capitals ("WATER SUPPLY" under "PLUMBING") as a
+    sentence would have them; a mixed-case source's own capitals ("NYPD") are kept."""
+    return text.lower() if capitals and text.isupper() else text
+
+
+def _kind(value: str, name: str, capitals: bool) -> str | None:
+    """One descriptor as a resident would read it, or None when it says nothing more than the type."""
+    text = _LEADING_CODE.sub("", _AGENCY_CODE.sub("", value.strip()))
+    prefix = re.match(r"^([A-Za-z]+)[:,]\s+", text)
+    if prefix and prefix.group(1).lower() in name.lower().split():
+        text = text[prefix.end():]  # "Noise: Alarms" under "Noise", "Air: Smoke" under "Air Quality"
+    text = " ".join(text.split())[:80]
+    if not text or text.lower() in _NOT_A_KIND or text.lower().startswith("other ") or text.lower() == name.lower():
+        return None
+    if "internal use" in text.lower() or "use comments" in text.lower():
+        return None
+    return _plain(text, capitals)
+
+
+def describe_from_data(name: str, kinds: Iterable[tuple[str, int]]) -> dict[str, str]:
+    """A description and keywords for a type the catalogue does not know, from its records:
+    its name as the city writes it and its finer kinds (value, how many records), the most
+    frequent first. Nothing is invented: with no kinds, the description is only the name."""
+    kinds = sorted(kinds, key=lambda vc: -vc[1])
+    # A source that writes in capitals (NYC's housing categories) is written in sentence case;
+    # an acronym among mixed-case values ("NYPD") is kept.
+    capitals = name.isupper() or (bool(kinds) and sum(v.isupper() for v, _ in kinds) * 2 >= len(kinds))
+    shown = _plain(" ".join(name.split()), name.isupper())
+    title = shown[:1].upper() + shown[1:]
+    examples: list[str] = []
+    for value, _count in kinds:
+        kind = _kind(value, name, capitals)
+        if kind is not None and kind.lower() not in {e.lower() for e in examples}:
+            examples.append(kind)
+        if len(examples) == MAX_EXAMPLES:
+            break
+    description = f'Reports filed under "{title}" in the city\'s 311 records'
+    description += f", such as: {'; '.join(examples)}." if examples else "."
+    words = [w for w in re.findall(r"[a-z0-9]+(?:['-][a-z0-9]+)*", shown.lower()) if len(w) > 2 and w not in _SMALL_WORDS]
+    parts = [part.strip() for e in examples for part in e.lower().split(",")]  # keywords are comma-separated
+    keywords: list[str] = []
+    for word in [shown.lower(), *words, *parts]:
+        if word and word not in keywords:
+            keywords.append(word)
+    text = ", ".join(keywords)
+    while len(text) > 500:  # ServiceType.keywords
+        keywords.pop()
+        text = ", ".join(keywords)
+    return {"description": description, "keywords": text}

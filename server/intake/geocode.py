@@ -20,8 +20,11 @@ dispatcher, with the suggestion to look at).
 
     suggest_position(session, "1557 W 13th Street, Chicago") -> Suggestion | None
 
-The index is built in memory from the located cases and kept per database; later calls read
-only the cases added since (by id), so a server pays the full build once.
+The index is built in memory from the located cases whose point came from the city (an import)
+or a person (a resident's lat/long, a dispatcher placing it), never from the geocoder's own
+guesses (`GEOCODED_KEY` in the case's attributes): a guess fed back in would come back as an
+"exact" address, surer than it ever was. It is kept per database; later calls read only the
+cases added since (by id), so a server pays the full build once.
 """
 
 from __future__ import annotations
@@ -33,15 +36,17 @@ import statistics
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, cast
 
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from server.models import Case
 
-__all__ = ["PLACE_CONFIDENCE", "GeocodeIndex", "ParsedAddress", "Suggestion", "median_point", "metres_between", "parse_address",
-           "suggest_position"]
+__all__ = ["GEOCODED_KEY", "PLACE_CONFIDENCE", "GeocodeIndex", "ParsedAddress", "Suggestion", "median_point",
+           "geocoded_note", "metres_between", "parse_address", "placed_by_guess", "read_geocoded", "suggest_position"]
 
+GEOCODED_KEY = "open311:geocoded"  # in Case.attributes: how an address-only report was placed ("nearby, confidence 0.54")
 PLACE_CONFIDENCE = 0.5  # a suggestion at least this sure places an address-only report
 MAX_GAP_NUMBERS = 400  # house numbers between the two neighbours of an interpolation
 MAX_GAP_METRES = 1200.0  # distance between those neighbours
@@ -99,6 +104,14 @@ def _word(token: str) -> str:
     return token
 
 
+_SUFFIX_WORDS = set(_SUFFIXES) | set(_SUFFIXES.values())
+
+
+def _ends_with_suffix(text: str) -> bool:
+    words = re.findall(r"[A-Z0-9-]+", _UNIT.sub("", text))
+    return bool(words) and words[-1] in _SUFFIX_WORDS
+
+
 def parse_address(text: str | None) -> ParsedAddress | None:
     """"1557 W 13th Street, Chicago, IL 60608" → (1557, "W 13 ST", "60608"); None without a
     leading house number (an intersection, a block face, a place name)."""
@@ -108,7 +121,14 @@ def parse_address(text: str | None) -> ParsedAddress | None:
     zipcode = None
     if zips := _ZIP.findall(upper):
         zipcode = zips[-1][:5]
-    first = upper.split(",")[0]
+    parts = upper.split(",")
+    first = parts[0]
+    for part in parts[1:]:
+        # "2032 W MARTIN LUTHER KING, JR BLVD, 90062": a comma inside the street's name (LA
+        # writes it so), not the one before the city: the street ends only after it.
+        if _ends_with_suffix(first) or not _ends_with_suffix(part):
+            break
+        first = f"{first} {part}"
     first = _UNIT.sub("", first)
     tokens = re.findall(r"[A-Z0-9-]+", first)
     if len(tokens) < 2:
@@ -254,6 +274,29 @@ class GeocodeIndex:
         return Suggestion(lat, lon, round(max(confidence, 0.05), 2), "interpolated", basis)
 
 
+def placed_by_guess(attributes: dict[str, Any] | None) -> bool:
+    """Whether a case's point is the geocoder's own suggestion, not the city's or a person's."""
+    return attributes is not None and GEOCODED_KEY in attributes
+
+
+def geocoded_note(suggestion: Suggestion) -> list[str]:
+    """The attribute value a placed report keeps: ["nearby, confidence 0.54"]."""
+    return [f"{suggestion.method}, confidence {suggestion.confidence:.2f}"]
+
+
+_NOTE = re.compile(r"^(exact|interpolated|nearby), confidence ([01](?:\.\d+)?)$")
+
+
+def read_geocoded(attributes: dict[str, Any] | None) -> tuple[Method, float] | None:
+    """(method, confidence) of a case the geocoder placed; None for a point from the city or a person."""
+    values = (attributes or {}).get(GEOCODED_KEY)
+    text = values[0] if isinstance(values, list) and values else values
+    match = _NOTE.match(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    return cast(Method, match.group(1)), float(match.group(2))
+
+
 # -- one index per database, read incrementally ---------------------------------------------------
 
 _INDEXES: dict[str, tuple[GeocodeIndex, int]] = {}  # database URL -> (index, last case id read)
@@ -264,14 +307,15 @@ def _index_for(session: Session) -> GeocodeIndex:
     key = str(session.get_bind().engine.url)
     with _LOCK:
         index, last_id = _INDEXES.get(key, (GeocodeIndex(), 0))
-        rows = session.exec(
-            select(Case.id, Case.address, Case.lat, Case.lon)
-            .where(col(Case.id) > last_id, Case.location_state == "located", col(Case.lat).is_not(None),
+        rows = session.connection().execute(
+            sa_select(col(Case.id), col(Case.address), col(Case.lat), col(Case.lon), col(Case.attributes))
+            .where(col(Case.id) > last_id, col(Case.location_state) == "located", col(Case.lat).is_not(None),
                    col(Case.address).is_not(None))
             .order_by(col(Case.id))
         ).all()
-        for case_id, address, lat, lon in rows:
-            index.add(address, lat, lon)
+        for case_id, address, lat, lon, attributes in rows:
+            if not placed_by_guess(attributes):
+                index.add(address, lat, lon)
             last_id = max(last_id, case_id or 0)
         _INDEXES[key] = (index, last_id)
         return index

@@ -205,10 +205,20 @@ class Pipeline:
 
     def _ensure_service_types(self, session: Session, cases: list[IncomingCase]) -> None:
         ref = self.reference(session)
+        unknown = [case for case in cases if case.service_code not in ref.service_types]
+        if not unknown:
+            return
+        # What the batch's records say a new type covers (NYC's descriptors) describes it.
+        kinds: dict[str, Counter[str]] = {}
+        for case in unknown:
+            counts = kinds.setdefault(case.service_code, Counter())
+            if case.subtype:
+                counts[case.subtype] += 1
         new: dict[str, dict[str, Any]] = {}
-        for case in cases:
-            if case.service_code not in ref.service_types and case.service_code not in new:
-                values = service_type_defaults(case.service_code, case.service_name)
+        for case in unknown:
+            if case.service_code not in new:
+                values = service_type_defaults(case.service_code, case.service_name,
+                                               kinds[case.service_code].items())
                 new[case.service_code] = apply_overrides(values, self.overrides)
         if new:
             # Another writer may have created the same type meanwhile: re-read, then insert.

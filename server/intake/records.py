@@ -56,6 +56,7 @@ class IncomingCase:
     media_url: str | None = None
     attributes: dict[str, list[str]] = field(default_factory=dict)
     contact: Contact | None = None
+    subtype: str | None = None  # the source's finer kind (NYC's descriptor): describes a type first seen
     line: int | None = None  # 1-based record number in the source file
 
     @property

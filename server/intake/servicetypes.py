@@ -11,14 +11,14 @@ import copy
 import re
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from server.intake.catalogue import built_in
+from server.intake.catalogue import built_in, describe_from_data
 
 __all__ = [
     "DEFAULT_EMERGENCY_KEYWORDS",
@@ -104,11 +104,13 @@ def _mentions(name: str, word: str) -> bool:
     return re.search(rf"\b{re.escape(word)}", name) is not None
 
 
-def service_type_defaults(code: str, name: str) -> dict[str, Any]:
-    """A new type's values: its rule's by name, described from the catalogue if it is there."""
+def service_type_defaults(code: str, name: str, kinds: Iterable[tuple[str, int]] = ()) -> dict[str, Any]:
+    """A new type's values: its rule's by name, described from the catalogue if it is there,
+    else from its records (`kinds`: the finer kinds they name, with how many; see
+    `catalogue.describe_from_data`)."""
     lowered = name.lower()
     rule = next((r for r in _RULES if any(_mentions(lowered, w) for w in r.words)), _FALLBACK)
-    entry = built_in(code) or {}
+    entry = built_in(code) or describe_from_data(name, kinds)
     return {
         "code": code,
         "name": name,

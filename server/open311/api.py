@@ -45,6 +45,8 @@ log = logging.getLogger("fieldwork.open311")
 MAX_POST_BYTES = 64 * 1024  # a form-encoded POST
 MAX_MEDIA_POST_BYTES = 6 * 1024 * 1024  # a multipart POST: a photo and the fields, with room to spare
 _FORM_TYPES = ("application/x-www-form-urlencoded",)
+_TOO_LARGE = (f"media: the photo is too large: a request with a photo is at most {MAX_MEDIA_POST_BYTES // (1024 * 1024)}"
+              f" MB, the photo itself at most {MAX_REPORT_PHOTO_BYTES // (1024 * 1024)} MB")
 _URLENCODED, _MULTIPART = "application/x-www-form-urlencoded", "multipart/form-data"
 
 
@@ -88,7 +90,10 @@ async def provide_posted_request(request: Request[Any, Any, Any]) -> PostedReque
     try:
         parts = (await request.form()).multi_items()
     except ClientException as refused:  # a broken multipart body: nothing in it can be read
-        if refused.status_code != 400:  # too large, ...: said as it is
+        if refused.status_code == 413:
+            # Only the photo makes a multipart request this large: say so, naming it.
+            raise HTTPException(status_code=413, detail=_TOO_LARGE) from None
+        if refused.status_code != 400:  # anything else: said as it is
             raise
         raise ValidationFailed("the body is not valid multipart/form-data, so no field (api_key, service_code, "
                                "...) could be read from it", field="body") from None

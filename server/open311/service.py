@@ -33,7 +33,7 @@ from sqlmodel import Session, col, select
 
 from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.intake.catalogue import built_in
-from server.intake.geocode import suggest_position
+from server.intake.geocode import GEOCODED_KEY, geocoded_note, suggest_position
 from server.intake.pipeline import Pipeline
 from server.intake.records import Contact, IncomingCase
 from server.intake.servicetypes import load_overrides
@@ -107,7 +107,6 @@ LIST_DATATYPES = frozenset({"singlevaluelist", "multivaluelist"})
 # Where a POST's address_id is kept: attribute codes come only from service definitions,
 # so a client cannot write this key through `attribute[...]`.
 ADDRESS_ID_KEY = "open311:address_id"
-GEOCODED_KEY = "open311:geocoded"  # how an address-only report was placed (method, confidence)
 MAX_ATTRIBUTE_VALUES = 100
 MAX_ATTRIBUTE_VALUE_LENGTH = 2000
 
@@ -619,7 +618,7 @@ def submit_request(
         suggestion = suggest_position(session, submission.address)
         if suggestion is not None and suggestion.places:
             submission.lat, submission.lon = suggestion.lat, suggestion.lon
-            attributes[GEOCODED_KEY] = [f"{suggestion.method}, confidence {suggestion.confidence:.2f}"]
+            attributes[GEOCODED_KEY] = geocoded_note(suggestion)
     incoming = IncomingCase(
         source=source,
         external_id=uuid.uuid4().hex,

@@ -24,6 +24,7 @@ __all__ = [
     "DistrictFeature",
     "DistrictPublic",
     "EventPublic",
+    "GeocodedPosition",
     "PointGeometry",
     "ServiceTypePublic",
     "UnlocatedCase",
@@ -86,6 +87,14 @@ class WorkOrderPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+class GeocodedPosition(SQLModel):
+    """How the geocoder placed an address-only report (server/intake/geocode.py): its point is
+    a guess from the city's located history, this sure, not the city's or a person's."""
+
+    method: str  # exact | interpolated | nearby
+    confidence: float  # 0..1; PLACE_CONFIDENCE (0.5) and up are placed
+
+
 class CasePublic(SQLModel):
     """A case as a crew may see it: no contact details, no tracking token."""
 
@@ -103,6 +112,7 @@ class CasePublic(SQLModel):
     closed_at: datetime | None
     status_received: str | None
     agency: str | None
+    geocoded: GeocodedPosition | None = None  # None: the point came from the city or a person
 
 
 class CaseForDispatcher(CasePublic):

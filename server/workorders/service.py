@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 
 from server.auth.tokens import AuthUser
 from server.errors import Forbidden, NotFound, ValidationFailed
+from server.intake.geocode import read_geocoded
 from server.models import Case, CaseContact, Crew, District, ServiceType, WorkOrder, WorkOrderEvent, utcnow
 from server.params import DB_INT_MAX
 from server.status import Status, info
@@ -331,11 +332,11 @@ def get_work_order(
 
 
 def _case_for(viewer: AuthUser, case: Case, has_contact: bool) -> CaseForDispatcher | CasePublic:
+    guess = read_geocoded(case.attributes)
+    fields = {**case.model_dump(), "geocoded": None if guess is None else {"method": guess[0], "confidence": guess[1]}}
     if viewer.is_crew:
-        return CasePublic.model_validate(case, from_attributes=True)
-    return CaseForDispatcher.model_validate(
-        {**case.model_dump(), "has_contact": has_contact}
-    )
+        return CasePublic.model_validate(fields)
+    return CaseForDispatcher.model_validate({**fields, "has_contact": has_contact})
 
 
 def work_orders_geojson(

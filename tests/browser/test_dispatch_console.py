@@ -280,3 +280,16 @@ def test_the_map_shows_the_districts_when_no_tile_loads(page: Any, engine: Engin
     with Session(engine) as session:
         number = session.get(WorkOrder, point["id"]).number  # type: ignore[union-attr]
     page.locator("#tab-detail h2", has_text=number).wait_for()
+
+
+def test_a_job_placed_from_its_address_says_how_sure(page: Any, engine: Engine) -> None:
+    order_id = int(page.locator("#board tbody tr").first.get_attribute("data-id"))
+    with write_session(engine) as session:
+        case = session.exec(select(Case).where(Case.work_order_id == order_id).order_by(col(Case.id))).first()
+        assert case is not None
+        case.attributes = {**(case.attributes or {}), "open311:geocoded": ["nearby, confidence 0.54"]}
+        session.add(case)
+    page.locator("#board tbody tr").first.locator("a").click()
+    line = page.locator("#tab-detail .geocoded")
+    line.wait_for()
+    assert line.inner_text() == "Placed from the address (a house nearby, 54% sure)"

@@ -17,9 +17,10 @@ from server.settings import DatabaseSettings
 from tests.conftest import DATA, ROOT
 
 
-def fieldwork(*args: str, db_url: str, stdin: str | None = None, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, FIELDWORK_DATABASE_URL=db_url, FIELDWORK_TIMEZONE="America/New_York", COLUMNS="200",
-               PYTHONPATH=str(ROOT))
+def fieldwork(*args: str, db_url: str, stdin: str | None = None, cwd: Path,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FIELDWORK_DATABASE_URL": db_url, "FIELDWORK_TIMEZONE": "America/New_York",
+           "COLUMNS": "200", "PYTHONPATH": str(ROOT), **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "server.cli", *args], input=stdin, capture_output=True, text=True,
         env=env, cwd=cwd, timeout=300,
@@ -79,4 +80,38 @@ def test_areas_import_users_and_routing_from_the_command_line(fresh_db, tmp_path
         assert session.exec(select(func.count()).select_from(RoutingRule)).one() == 1
         maria = session.exec(select(User).where(User.username == "maria")).one()
         assert maria.role == "crew" and maria.password_hash.startswith("$argon2id$")
+    engine.dispose()
+
+
+def test_an_unknown_time_zone_is_refused_naming_where_it_came_from(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = DATA / "nyc/records/nyc_311_2023-03-31__jun-yan_test_sample2.csv.gz"
+    given = fieldwork("import", str(source), "--timezone", "Mars/Olympus", db_url=fresh_db.url, cwd=tmp_path)
+    assert given.returncode == 2 and "Traceback" not in given.stderr, given.stderr
+    assert "argument --timezone: not a time zone: 'Mars/Olympus'" in given.stderr
+    configured = fieldwork("import", str(source), db_url=fresh_db.url, cwd=tmp_path,
+                           env={"FIELDWORK_TIMEZONE": "Mars/Olympus"})
+    assert configured.returncode == 2 and "Traceback" not in configured.stderr, configured.stderr
+    assert "FIELDWORK_TIMEZONE must be a time zone name such as America/Chicago" in configured.stderr
+    assert "'Mars/Olympus'" in configured.stderr
+    engine = create_db_engine(DatabaseSettings(url=fresh_db.url))
+    with Session(engine) as session:
+        assert session.exec(select(func.count()).select_from(Case)).one() == 0  # nothing was read
+    engine.dispose()
+
+
+def test_without_areas_queues_every_case_and_says_so(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = DATA / "nyc/records/nyc_311_2023-03-31__jun-yan_test_sample2.csv.gz"
+    refused = fieldwork("import", str(source), "--rejects-dir", str(tmp_path), db_url=fresh_db.url, cwd=tmp_path)
+    assert refused.returncode == 1 and "no service areas are loaded" in refused.stderr, refused.stderr
+    assert "--without-areas" in refused.stderr
+    queued = fieldwork("import", str(source), "--without-areas", "--rejects-dir", str(tmp_path),
+                       db_url=fresh_db.url, cwd=tmp_path)
+    assert queued.returncode == 0, queued.stderr
+    assert "unlocated 89" in queued.stderr and "adds up" in queued.stderr
+    assert "NO SERVICE AREAS LOADED: every case waits in the unlocated queue" in queued.stderr
+    engine = create_db_engine(DatabaseSettings(url=fresh_db.url))
+    with Session(engine) as session:
+        states = session.exec(select(Case.location_state, func.count()).group_by(Case.location_state)).all()
+        assert dict(states) == {"unlocated": 89}
+        assert session.exec(select(func.count()).select_from(Case).where(Case.district_id != None)).one() == 0  # noqa: E711
     engine.dispose()

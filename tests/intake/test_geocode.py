@@ -47,6 +47,23 @@ def test_addresses_are_normalised() -> None:
         assert parse_address(nothing) is None, nothing
 
 
+def test_a_comma_inside_a_street_name_does_not_cut_it() -> None:
+    # LA writes Martin Luther King Jr Blvd with a comma; the comma before the ZIP or the city ends it.
+    la = parse_address("2032 W MARTIN LUTHER KING, JR BLVD, 90062")
+    assert la is not None and (la.number, la.street, la.zipcode) == (2032, "W MARTIN LUTHER KING JR BLVD", "90062")
+    assert parse_address("2032 W Martin Luther King Jr. Blvd") == parse_address("2032 W MARTIN LUTHER KING, JR BLVD")
+    for text, street in (("1557 W 13th Street, Chicago, IL 60608", "W 13 ST"), ("123 Broadway, Apt 4, New York", "BROADWAY"),
+                         ("100 Main St, Suite 5, Los Angeles", "MAIN ST")):
+        parsed = parse_address(text)
+        assert parsed is not None and parsed.street == street, text
+    # So a resident who writes it without the comma finds the city's located records of it.
+    index = GeocodeIndex()
+    index.add("2030 W MARTIN LUTHER KING, JR BLVD, 90062", 34.0106, -118.3160)
+    index.add("2030 W MARTIN LUTHER KING, JR BLVD, 90062", 34.0106, -118.3160)
+    suggestion = index.suggest("2030 West Martin Luther King Jr Blvd, Los Angeles")
+    assert suggestion is not None and suggestion.method == "exact" and suggestion.places
+
+
 def test_an_address_seen_before_is_placed_where_it_was(engine: Engine, located: list[tuple[str, float, float]]) -> None:
     address, lat, lon = next(row for row in located if parse_address(row[0]))
     with Session(engine) as session:

@@ -6,6 +6,7 @@ cap and paging of servicerequestupdates, HTTP niceties (HEAD, OPTIONS, CORS), er
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +16,16 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import col, func, select
 
-from server.db import read_session
+from server.auth import create_user
+from server.db import read_session, write_session
+from server.intake.catalogue import built_in
+from server.intake.geocode import parse_address, suggest_position
+from server.intake.importer import import_file
 from server.models import Case, WorkOrder, WorkOrderEvent
-from server.settings import Settings
-from tests.conftest import LiveServer
+from server.open311.service import list_services
+from server.settings import IntakeSettings, Settings
+from tests.conftest import DATA, FreshDatabase, LiveServer, load_city_areas
+from tests.intake.test_import_integrator import sliced
 from tests.open311.open311_support import Seed, assert_error, json_of, seed_database, xml_of
 
 
@@ -253,6 +260,38 @@ def test_built_in_types_are_described_and_ask_what_the_city_asks(api: httpx.Clie
                  "attribute[PROBLEM]")
 
 
+def test_built_in_types_are_described_in_nyc_and_chicago_too(fresh_db: FreshDatabase, tmp_path: Path) -> None:
+    """Every type the bundled NYC and Chicago exports name is described: Chicago's four and
+    NYC's common ones by the catalogue, NYC's other ~150 from their own records (the complaint
+    type and its descriptors), when the import first creates them."""
+    engine = fresh_db.engine
+    assert engine is not None
+    load_city_areas(engine, "nyc")
+    load_city_areas(engine, "chicago")
+    files = sorted((DATA / "nyc/records").glob("*.gz"))
+    for path in sorted((DATA / "chicago/records").glob("*.gz")):
+        rows = itertools.count()
+        files.append(sliced(path, tmp_path / path.name, lambda _row, rows=rows: next(rows) < 300))
+    for path in files:
+        summary = import_file(engine, path, settings=IntakeSettings(), rejects_dir=tmp_path / "rejects")
+        assert summary.adds_up, summary.lines()
+    with read_session(engine) as session:
+        services = {s.service_code: s for s in list_services(session)}
+    assert len(services) >= 160
+    for code, service in services.items():
+        assert service.description and service.keywords, code
+    for code in ("street-lights-all-out", "street-light-1-out", "alley-light-out", "graffiti-removal",
+                 "street-condition", "heat-hot-water"):
+        assert services[code].description == built_in(code)["description"], code  # type: ignore[index]
+    assert services["street-condition"].metadata is True
+    plumbing = services["plumbing"]  # NYC's HPD category, described from its descriptors
+    assert plumbing.description is not None and plumbing.keywords is not None
+    assert plumbing.description.startswith('Reports filed under "Plumbing"') and "toilet" in plumbing.description
+    assert "toilet" in plumbing.keywords.split(", ")
+    noise = services["noise"]  # agency codes and the repeated "Noise:" are left out
+    assert noise.description is not None and "Barking Dog" in noise.description and "(NR5)" not in noise.description
+
+
 # -- tracking numbers -----------------------------------------------------------------------
 
 
@@ -310,6 +349,66 @@ def test_an_address_only_report_is_placed_when_the_history_is_sure(api: httpx.Cl
     with read_session(engine) as session:
         waiting = session.get(Case, int(unknown["service_request_id"]))
     assert waiting is not None and waiting.location_state == "unlocated"  # left for a dispatcher
+
+
+def _an_address_the_geocoder_guesses(engine: Engine) -> tuple[str, str]:
+    """A house number never reported, on a street whose neighbours were: (address, method)."""
+    with read_session(engine) as session:
+        rows = session.exec(
+            select(Case.address).where(
+                Case.location_state == "located", col(Case.address).is_not(None), col(Case.source) == "la")
+            .order_by(col(Case.id)).limit(3000)
+        ).all()
+        for address in rows:
+            parsed = parse_address(address)
+            if parsed is None:
+                continue
+            for step in (2, -2, 4, -4, 6):
+                candidate = f"{parsed.number + step} {parsed.street}"
+                suggestion = suggest_position(session, candidate)
+                if suggestion is not None and suggestion.places and suggestion.method != "exact":
+                    return candidate, suggestion.method
+    raise AssertionError("no address on the LA export that the geocoder places by a guess")
+
+
+def test_the_geocoder_does_not_learn_from_its_own_guesses(
+    api: httpx.Client, engine: Engine, live_server: LiveServer
+) -> None:
+    address, method = _an_address_the_geocoder_guesses(engine)
+    base = {"api_key": "test-open311-key", "service_code": "bulky-items", "description": "A mattress",
+            "address_string": address}
+    notes = []
+    for _ in range(2):
+        (placed,) = json_of(api.post("/requests.json", data=base))
+        with read_session(engine) as session:
+            case = session.get(Case, int(placed["service_request_id"]))
+        assert case is not None and case.location_state == "located" and case.attributes is not None
+        notes.append(case.attributes["open311:geocoded"])
+    # The second report of the same address is as unsure as the first: the first one's
+    # guessed point is not "an address located before".
+    assert notes[0] == notes[1] and notes[0][0].startswith(method), notes
+
+    # A dispatcher sees that the point is a guess, and how sure (the work-order detail).
+    with write_session(engine) as session:
+        create_user(session, username="geo.dispatcher", password="right-password-1", role="dispatcher")
+    signed = httpx.post(f"{live_server.url}/api/auth/sign-in",
+                        json={"username": "geo.dispatcher", "password": "right-password-1"}, timeout=30)
+    assert signed.status_code == 200, signed.text
+    headers = {"Authorization": f"Bearer {signed.json()['token']}"}
+    assert case.work_order_id is not None
+    for path in (f"/api/workorders/{case.work_order_id}", f"/api/dispatch/workorders/{case.work_order_id}"):
+        detail = httpx.get(f"{live_server.url}{path}", headers=headers, timeout=30)
+        assert detail.status_code == 200, detail.text
+        by_id = {c["id"]: c for c in detail.json()["cases"]}
+        guessed_method, confidence = notes[0][0].split(", confidence ")
+        assert by_id[case.id]["geocoded"] == {"method": guessed_method, "confidence": float(confidence)}
+        assert 0.5 <= by_id[case.id]["geocoded"]["confidence"] < 0.85
+    with read_session(engine) as session:
+        imported = session.exec(select(Case).where(col(Case.source) == "la", col(Case.work_order_id).is_not(None))
+                                .order_by(col(Case.id))).first()
+    assert imported is not None
+    detail = httpx.get(f"{live_server.url}/api/workorders/{imported.work_order_id}", headers=headers, timeout=30)
+    assert all(c["geocoded"] is None for c in detail.json()["cases"])  # the city's own point
 
 
 # -- media: a multipart photo, or a media_url ----------------------------------------------------------
@@ -381,6 +480,23 @@ def test_a_bad_photo_is_refused_naming_media_and_nothing_is_written(api: httpx.C
     broken = api.post("/requests.json", content=b"0=false",
                       headers={"Content-Type": "multipart/form-data; boundary=xyz"})
     assert_error(broken, 400, "api_key")
+    with read_session(engine) as session:
+        assert session.exec(select(func.count()).select_from(Case)).one() == before
+
+
+def test_an_oversized_upload_is_refused_naming_media(api: httpx.Client, engine: Engine) -> None:
+    with read_session(engine) as session:
+        lat, lon = session.exec(select(Case.lat, Case.lon).where(col(Case.lat).is_not(None)).limit(1)).one()
+        before = session.exec(select(func.count()).select_from(Case)).one()
+    fields = {"api_key": "test-open311-key", "service_code": "bulky-items", "lat": str(lat), "long": str(lon)}
+    big = b"\xff\xd8\xff" + b"\0" * (7 * 1024 * 1024)  # over the 6 MB a multipart POST may carry
+    for fmt in ("json", "xml"):
+        response = api.post(f"/requests.{fmt}", data=fields, files={"media": ("big.jpg", big, "image/jpeg")})
+        assert_error(response, 413, "media")
+    # Within the request's limit but over the photo's own 5 MB: a 400 naming media too.
+    assert_error(api.post("/requests.json", data=fields,
+                          files={"media": ("x.jpg", b"\xff\xd8\xff" + b"\0" * (5 * 1024 * 1024 + 10), "image/jpeg")}),
+                 400, "media")
     with read_session(engine) as session:
         assert session.exec(select(func.count()).select_from(Case)).one() == before
 

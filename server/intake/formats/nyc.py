@@ -74,6 +74,7 @@ PORTAL = Schema(
     district="Community Board",
     district_label=community_district,
     description=("Descriptor", "Location Type"),
+    subtype="Descriptor",
 )
 
 SODA_API = Schema(
@@ -94,6 +95,7 @@ SODA_API = Schema(
     district="community_board",
     district_label=community_district,
     description=("descriptor", "location_type"),
+    subtype="descriptor",
 )
 
 SCHEMAS = (PORTAL, SODA_API)

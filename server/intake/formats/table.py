@@ -72,6 +72,7 @@ class Schema:
     district: str | None = None
     district_label: Callable[[str], str | None] = clean  # raw district text → normalised label
     description: tuple[str, ...] = ()  # filled values joined with "; "
+    subtype: str | None = None  # the finer kind of the complaint (NYC's descriptor), to describe new types
 
     @property
     def required(self) -> tuple[str, str, str]:
@@ -161,6 +162,7 @@ class RowMapper:
         self.i_y = _position(positions, schema.y)
         self.i_agency = _position(positions, schema.agency)
         self.i_district = _position(positions, schema.district)
+        self.i_subtype = _position(positions, schema.subtype)
         self.i_description = tuple(i for i in (at(c) for c in schema.description) if i is not None)
         self.address_sources: list[int | tuple[int, int]] = []
         for source in schema.address:
@@ -243,6 +245,7 @@ class RowMapper:
             reported_district=schema.district_label(row[self.i_district]) if self.i_district is not None else None,
             attributes=attributes,
             line=line,
+            subtype=_cell(row, self.i_subtype) or None,
         )
         if projected is None:
             return case
