@@ -54,7 +54,8 @@ const sleep = (ms, signal) => new Promise((resolve) => {
   signal?.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
 });
 
-function timeoutSignal(ms) {
+/** An AbortSignal that aborts after `ms` (AbortSignal.timeout where the browser has it). */
+export function timeoutSignal(ms) {
   if (typeof AbortSignal.timeout === "function") return AbortSignal.timeout(ms);
   const controller = new AbortController();
   setTimeout(() => controller.abort(new DOMException("timed out", "TimeoutError")), ms);
@@ -740,21 +741,31 @@ export class SyncClient extends EventTarget {
       const { auth } = await readMeta(["auth"]);
       if (!auth) break;
       let wait;
+      // One connection: it ends with the reader, or when no answer (headers) came in time
+      // (a request that hangs is retried like a refused one).
+      const attempt = new AbortController();
+      const stop = () => attempt.abort();
+      signal.addEventListener("abort", stop, { once: true });
+      const unanswered = setTimeout(stop, REQUEST_TIMEOUT_MS);
       try {
         const response = await this._fetch(`${this.baseUrl}/sync/v1/events`, {
           headers: { Authorization: `Bearer ${auth.token}`, Accept: "text/event-stream" },
-          cache: "no-store", signal,
+          cache: "no-store", signal: attempt.signal,
         });
+        clearTimeout(unanswered);
         if (response.status === 401) break; // the next sync asks for a sign-in
         if (!response.ok || !response.body) {
           wait = response.status === 404 ? 5 * 60_000 : null; // no event stream: timers suffice
         } else {
           if (failures > 0) this._trigger("reconnected"); // pokes may have been missed
           failures = 0;
-          wait = await this._readEvents(response.body, signal);
+          wait = await this._readEvents(response.body, attempt.signal);
         }
       } catch {
         if (signal.aborted) break;
+      } finally {
+        clearTimeout(unanswered);
+        signal.removeEventListener("abort", stop);
       }
       failures += 1;
       const ceiling = Math.min(this.backoff.cap, this.backoff.base * 2 ** Math.min(failures, 16));
