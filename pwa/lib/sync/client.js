@@ -19,11 +19,12 @@ import { liveOverlay, outboxEvents, pendingEdits } from "./outbox.js";
 export const SCHEMA_VERSION = 1;
 export const APP_VERSION = "fieldwork-pwa/0.1.0";
 export const LOCK_NAME = "fieldwork-sync";
-const MAX_BATCH = 100;
-const MAX_BATCH_BYTES = 900_000; // the server refuses bodies over 1 MB
+const MAX_BATCH = 500; // the server takes at most 500 mutations a push
+const MAX_BATCH_BYTES = 900_000; // and refuses bodies over 1,000,000 bytes (UTF-8)
 const PULL_LIMIT = 500;
 const MAX_PULL_PAGES = 1000;
 const REQUEST_TIMEOUT_MS = 30_000;
+const utf8 = new TextEncoder();
 
 /**
  * Why a sync stopped. `kind`:
@@ -438,22 +439,29 @@ export class SyncClient extends EventTarget {
       let bytes = 0;
       for (const edit of edits) {
         const wire = { seq: edit.seq, mid: edit.mid, name: edit.name, args: edit.args, device_ts: edit.device_ts };
-        const size = JSON.stringify(wire).length + 1;
+        const size = utf8.encode(JSON.stringify(wire)).length + 1; // bytes on the wire, not UTF-16 units
         if (batch.length >= limit || (batch.length > 0 && bytes + size > MAX_BATCH_BYTES)) break;
         batch.push({ edit, wire });
         bytes += size;
       }
-      await this._mark(batch.map((b) => b.edit.id), { state: "sent", sent: true });
-      const response = await this._call(session, "POST", "/sync/v1/push", {
-        json: {
-          client_id: session.clientId, schema_version: SCHEMA_VERSION, app_version: this.appVersion,
-          mutations: batch.map((b) => b.wire),
-        },
-      });
+      // "Sent" is bookkeeping (see _mark): it is written while the request travels. Its
+      // transaction is created first, so IndexedDB commits it before the acknowledgement's.
+      const marked = this._mark(batch.map((b) => b.edit.id), { state: "sent", sent: true });
+      let response;
+      try {
+        response = await this._call(session, "POST", "/sync/v1/push", {
+          json: {
+            client_id: session.clientId, schema_version: SCHEMA_VERSION, app_version: this.appVersion,
+            mutations: batch.map((b) => b.wire),
+          },
+        });
+      } finally {
+        await marked;
+      }
       if (response.status === 413 || response.status === 400 || response.status === 422) {
         const detail = await errorDetail(response);
-        if (batch.length > 1) { // find the edit the server cannot take: smaller batches
-          limit = response.status === 413 ? Math.max(1, Math.floor(batch.length / 2)) : 1;
+        if (batch.length > 1) { // find the edit the server cannot take: halve the batch
+          limit = Math.max(1, Math.floor(batch.length / 2));
           await this._mark(batch.map((b) => b.edit.id), { state: "pending" });
           continue;
         }
