@@ -516,7 +516,14 @@ export class SyncClient extends EventTarget {
       let progress = false;
       const answeredAt = new Date().toISOString();
       // Everything the answer touches is read at once, written at once (see _applyChanges).
-      const records = await Promise.all(batch.map((sent) => get(tx, "outbox", sent.id)));
+      // The batch's records by one range read, not one request each (each is a trip to the
+      // browser's storage process); a record no longer there is skipped, as before.
+      const ids = batch.map((sent) => sent.id);
+      const range = IDBKeyRange.bound(Math.min(...ids), Math.max(...ids));
+      const inRange = await getAll(tx, "outbox", range);
+      const byId = new Map(inRange.map((record) => [record.id, record]));
+      const records = ids.map((id) => byId.get(id));
+      const done = []; // outbox ids answered: they leave the outbox
       const orderIds = [...new Set(records.filter(Boolean).map((r) => r.work_order_id).filter(Boolean))];
       const held = await Promise.all(orderIds.map((id) => get(tx, "work_orders", id)));
       const orders = new Map(orderIds.map((id, i) => [id, held[i]]));
@@ -542,7 +549,7 @@ export class SyncClient extends EventTarget {
               answered_at: answeredAt,
             }));
           }
-          writes.push(del(tx, "outbox", record.id));
+          done.push(record.id);
           // Refused: its optimistic effect goes.
           if (order?.pending?.some((p) => p.mid === record.mid)) {
             order.pending = order.pending.filter((p) => p.mid !== record.mid);
@@ -550,7 +557,7 @@ export class SyncClient extends EventTarget {
           }
           progress = true;
         } else if (result || record.seq <= lastSeq) {
-          writes.push(del(tx, "outbox", record.id)); // applied or seen before: done
+          done.push(record.id); // applied or seen before: done
           // An applied edit stays on the screen until a pull brings the version it made.
           const entry = order?.pending?.find((p) => p.mid === record.mid);
           if (entry) {
@@ -565,6 +572,8 @@ export class SyncClient extends EventTarget {
         }
       }
       for (const id of changed) writes.push(put(tx, "work_orders", orders.get(id)));
+      if (done.length > 0 && done.length === inRange.length) writes.push(del(tx, "outbox", range)); // the whole range
+      else for (const id of done) writes.push(del(tx, "outbox", id));
       await Promise.all(writes);
       const acked = await getMeta(tx, "acked_seq", 0);
       if (lastSeq > acked) await setMeta(tx, "acked_seq", lastSeq);
