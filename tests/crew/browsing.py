@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from sqlalchemy import Engine
@@ -57,3 +60,16 @@ def open_job(page: Page, job_id: int) -> None:
 def back_to_list(page: Page) -> None:
     page.get_by_role("link", name="Back to the jobs").click()
     expect(page.locator("#jobs-title")).to_be_visible(timeout=UI_MS)
+
+
+def pull_until(page: Page, predicate: str, timeout_s: float = 60) -> Any:
+    """Pull until the JS `predicate` holds (on PostgreSQL the change feed may hold a change
+    back while any transaction on the server is still running)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert page.evaluate("window.fieldworkCrew.client.pull().then((r) => r.ok)")
+        value = page.evaluate(predicate)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"no pull brought what {predicate!r} waits for"
+        page.wait_for_timeout(300)

@@ -13,12 +13,10 @@ import os
 import re
 import shutil
 import struct
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -44,6 +42,7 @@ from tests.crew.browsing import (
     offline_ready,
     open_app,
     open_job,
+    pull_until,
     sign_in,
 )
 from tests.crew.conftest import JOBS
@@ -112,19 +111,6 @@ def device_blobs(page: Page) -> dict[str, str]:
 
 def client_id(page: Page) -> str:
     return page.evaluate("window.fieldworkCrew.db.readMeta(['client_id']).then((m) => m.client_id)")  # type: ignore[no-any-return]
-
-
-def pull_until(page: Page, predicate: str, timeout_s: float = 60) -> Any:
-    """Pull until the JS `predicate` holds (on PostgreSQL the change feed may hold a change
-    back while any transaction on the server is still running)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert page.evaluate("window.fieldworkCrew.client.pull().then((r) => r.ok)")
-        value = page.evaluate(predicate)
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"no pull brought what {predicate!r} waits for"
-        page.wait_for_timeout(300)
 
 
 # -- the offline day ---------------------------------------------------------------------------
