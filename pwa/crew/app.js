@@ -2,6 +2,7 @@
 // #/attention, #/signin), the service worker's "ready offline" / "update available", and
 // "notify me". Data and actions live in store.js; each view in views/.
 
+import { timeoutSignal } from "/lib/sync/client.js";
 import { outboxEvents } from "/lib/sync/outbox.js";
 import * as store from "./store.js";
 import { $, h, i18n, relative, t, time } from "./ui.js";
@@ -13,6 +14,7 @@ import { renderMap } from "./views/map.js";
 const LANGUAGES = [{ code: "en", name: "English" }, { code: "es", name: "Español" }];
 const LAST_SYNC_KEY = "fieldwork.crew.last-sync";
 const VIEWS = ["signin", "jobs", "map", "job", "attention"];
+const REQUEST_MS = 30_000; // "notify me": a request that never answers says "failed"
 const { client } = store;
 window.fieldworkCrew = { client, store, outbox: store.outbox, db: store.db }; // diagnostics and tests
 
@@ -277,7 +279,7 @@ $("notify-me").addEventListener("click", async () => {
     }
     const { auth } = await store.db.readMeta(["auth"]);
     const headers = { Authorization: `Bearer ${auth.token}`, "Content-Type": "application/json" };
-    const key = await fetch("/api/push/vapid-public-key", { headers });
+    const key = await fetch("/api/push/vapid-public-key", { headers, signal: timeoutSignal(REQUEST_MS) });
     if (!key.ok) throw new Error(`HTTP ${key.status}`);
     const registration = await navigator.serviceWorker.ready;
     const subscription = await registration.pushManager.subscribe({
@@ -285,6 +287,7 @@ $("notify-me").addEventListener("click", async () => {
     });
     const saved = await fetch("/api/me/push-subscriptions", {
       method: "POST", headers, body: JSON.stringify({ ...subscription.toJSON(), language: i18n.language }),
+      signal: timeoutSignal(REQUEST_MS),
     });
     if (!saved.ok) throw new Error(`HTTP ${saved.status}`);
     state.textContent = t("push.on");
@@ -313,7 +316,11 @@ async function start() {
   await i18n.init("crew", { supported: LANGUAGES.map((l) => l.code) });
   languageSwitch();
   registerWorker();
-  await store.loadWorkflow();
+  // Nothing on the way to the first drawing waits on the network: the day is drawn from
+  // IndexedDB (the workflow too), and the server's answers redraw it when they come.
+  await store.loadKeptWorkflow();
+  const refreshWorkflow = () => store.refreshWorkflow().then((changed) => { if (changed) draw(); });
+  refreshWorkflow();
   let wasSyncing = false;
   client.addEventListener("status", (event) => {
     status = event.detail;
@@ -321,7 +328,10 @@ async function start() {
       try { localStorage.setItem(LAST_SYNC_KEY, status.lastSyncedAt); } catch { /* shown from memory */ }
     }
     renderStatus();
-    if (wasSyncing && !status.syncing) draw(); // a sync ended: new jobs, acknowledged edits
+    if (wasSyncing && !status.syncing) {
+      draw(); // a sync ended: new jobs, acknowledged edits
+      if (!status.lastError && !store.getWorkflow()) refreshWorkflow(); // the server answers again
+    }
     wasSyncing = status.syncing;
   });
   client.addEventListener("signin-required", () => draw());

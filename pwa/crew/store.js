@@ -3,7 +3,7 @@
 // Every action is one outbox call: its optimistic change and its outbox record commit in
 // one IndexedDB transaction. Nothing here touches the DOM.
 
-import { SyncClient } from "/lib/sync/client.js";
+import { SyncClient, timeoutSignal } from "/lib/sync/client.js";
 import * as db from "/lib/sync/db.js";
 import * as outbox from "/lib/sync/outbox.js";
 
@@ -11,25 +11,43 @@ export { db, outbox };
 
 export const client = new SyncClient();
 
-// -- the workflow (GET /api/workflow), kept on the phone for offline starts ------------------
+// -- the workflow (GET /api/workflow), kept on this phone --------------------------------------
+//
+// The phone draws from the copy it keeps and asks the server for a fresh one in the
+// background: a crew on one bar of signal (a request that never answers) sees its day at
+// once. The first start has no copy: the job screen says so until the server answers.
+
+const WORKFLOW_TIMEOUT_MS = 15_000;
 
 let workflow = null;
+let refreshing = null;
 
-/** The server's workflow: fresh when it answers, else the copy kept on this phone. */
-export async function loadWorkflow() {
-  try {
-    const response = await fetch("/api/workflow", { cache: "no-store" });
-    if (response.ok) {
-      workflow = await response.json();
-      await db.transaction(["meta"], "readwrite", (tx) => db.setMeta(tx, "workflow", workflow));
-      return workflow;
-    }
-  } catch {
-    // offline: the kept copy
-  }
+/** The workflow kept on this phone (IndexedDB only, never the network); null if none yet. */
+export async function loadKeptWorkflow() {
   const kept = await db.readMeta(["workflow"]);
   workflow = kept.workflow || workflow;
   return workflow;
+}
+
+/** Ask the server for its workflow and keep it; true if it differs from the one in use.
+ * False when the server does not answer within WORKFLOW_TIMEOUT_MS (the kept copy stays). */
+export function refreshWorkflow() {
+  refreshing ??= (async () => {
+    try {
+      const response = await fetch("/api/workflow", { cache: "no-store", signal: timeoutSignal(WORKFLOW_TIMEOUT_MS) });
+      if (!response.ok) return false;
+      const fresh = await response.json();
+      await db.transaction(["meta"], "readwrite", (tx) => db.setMeta(tx, "workflow", fresh));
+      const changed = JSON.stringify(fresh) !== JSON.stringify(workflow);
+      workflow = fresh;
+      return changed;
+    } catch {
+      return false; // no answer in time, or offline: the kept copy
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
 }
 
 export const getWorkflow = () => workflow;
@@ -120,12 +138,16 @@ export async function localPhotoUrl(sha256) {
   return blob ? URL.createObjectURL(new Blob([blob.data], { type: blob.content_type })) : null;
 }
 
+const PHOTO_TIMEOUT_MS = 30_000;
+
 /** A photo from the server (it needs the token, so no plain <img src>); null if unavailable. */
 export async function serverPhotoUrl(sha256) {
   const { auth } = await db.readMeta(["auth"]);
   if (!auth) return null;
   try {
-    const response = await fetch(`/sync/v1/blobs/${sha256}`, { headers: { Authorization: `Bearer ${auth.token}` } });
+    const response = await fetch(`/sync/v1/blobs/${sha256}`, {
+      headers: { Authorization: `Bearer ${auth.token}` }, signal: timeoutSignal(PHOTO_TIMEOUT_MS),
+    });
     return response.ok ? URL.createObjectURL(await response.blob()) : null;
   } catch {
     return null;

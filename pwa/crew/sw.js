@@ -1,8 +1,9 @@
 // The crew app's service worker (scope /crew/). A versioned precache of the app shell:
-// install awaits it; activate deletes only our own older caches; navigations get the
-// network first and the cached shell when there is no answer; the shell's files come
-// from the cache. API calls are never cached: edits go through the outbox in IndexedDB,
-// and /sync, /api go straight to the network.
+// install awaits it; activate deletes only our own older caches; navigations get this
+// version's cached shell first (the network only if the cache has lost it: a weak signal
+// never delays the start), and the shell's files come from the same cache. A new shell
+// arrives as a new version (below). API calls are never cached: edits go through the
+// outbox in IndexedDB, and /sync, /api go straight to the network.
 //
 // A new version installs and then WAITS: the page offers "Update available" and sends
 // "skip-waiting" only when the crew taps it and no form is half filled in.

@@ -13,12 +13,10 @@ import os
 import re
 import shutil
 import struct
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -36,64 +34,28 @@ from server.settings import Settings
 from server.workorders.changes import assign, change_status
 from sync.models import SyncConflict, SyncMutation
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, LiveServer
+from tests.crew.browsing import (
+    SYNC_MS,
+    UI_MS,
+    back_to_list,
+    crew_jobs,
+    offline_ready,
+    open_app,
+    open_job,
+    pull_until,
+    sign_in,
+)
 from tests.crew.conftest import JOBS
-from tests.crew.support import DISPATCH, PASSWORD, USERNAME, CrewSeed
+from tests.crew.support import DISPATCH, USERNAME, CrewSeed
 
 pytestmark = pytest.mark.browser
-
-SYNC_MS = 60_000
-UI_MS = 15_000  # a step on the phone, on a machine shared with other test runs
 
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def open_app(context, server: LiveServer, path: str = "/crew/") -> Page:  # type: ignore[no-untyped-def]
-    page = context.new_page()
-    page.goto(server.url + path)
-    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
-    return page
-
-
-def crew_jobs(engine: Engine, seeded: CrewSeed) -> int:
-    """How many jobs the crew holds now (earlier tests hand some over)."""
-    with Session(engine) as session:
-        return len(session.exec(select(WorkOrder.id).where(WorkOrder.crew_id == seeded.crew_id)).all())
-
-
-def sign_in(page: Page, jobs: int) -> None:
-    page.get_by_label("Username").fill(USERNAME)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator("#jobs li")).to_have_count(jobs, timeout=SYNC_MS)
-
-
-def offline_ready(page: Page) -> None:
-    """The service worker controls the page: the shell is cached."""
-    page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=20_000)
-
-
 def unsynced(page: Page):  # type: ignore[no-untyped-def]
     return page.locator("#unsynced")
-
-
-def open_job(page: Page, job_id: int) -> None:
-    row = page.locator(f'#jobs li[data-id="{job_id}"]')
-    number = row.get_attribute("data-number")
-    row.locator("a").click()
-    try:
-        page.locator("#job-title").wait_for(state="visible", timeout=5_000)
-    except PlaywrightTimeoutError:
-        # A redraw now keeps unchanged rows (see the redraw test below), but a row that
-        # changed at the moment of the tap is still replaced under it. Tap again, as a crew would.
-        row.locator("a").click()
-    expect(page.locator("#job-title")).to_be_visible(timeout=UI_MS)
-    expect(page.locator("#job-title")).to_contain_text(str(number), timeout=UI_MS)
-
-
-def back_to_list(page: Page) -> None:
-    page.get_by_role("link", name="Back to the jobs").click()
-    expect(page.locator("#jobs-title")).to_be_visible(timeout=UI_MS)
 
 
 def png(seed: int, width: int = 64, height: int = 48) -> bytes:
@@ -149,19 +111,6 @@ def device_blobs(page: Page) -> dict[str, str]:
 
 def client_id(page: Page) -> str:
     return page.evaluate("window.fieldworkCrew.db.readMeta(['client_id']).then((m) => m.client_id)")  # type: ignore[no-any-return]
-
-
-def pull_until(page: Page, predicate: str, timeout_s: float = 60) -> Any:
-    """Pull until the JS `predicate` holds (on PostgreSQL the change feed may hold a change
-    back while any transaction on the server is still running)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert page.evaluate("window.fieldworkCrew.client.pull().then((r) => r.ok)")
-        value = page.evaluate(predicate)
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"no pull brought what {predicate!r} waits for"
-        page.wait_for_timeout(300)
 
 
 # -- the offline day ---------------------------------------------------------------------------

@@ -19,11 +19,12 @@ import { liveOverlay, outboxEvents, pendingEdits } from "./outbox.js";
 export const SCHEMA_VERSION = 1;
 export const APP_VERSION = "fieldwork-pwa/0.1.0";
 export const LOCK_NAME = "fieldwork-sync";
-const MAX_BATCH = 100;
-const MAX_BATCH_BYTES = 900_000; // the server refuses bodies over 1 MB
+const MAX_BATCH = 500; // the server takes at most 500 mutations a push
+const MAX_BATCH_BYTES = 900_000; // and refuses bodies over 1,000,000 bytes (UTF-8)
 const PULL_LIMIT = 500;
 const MAX_PULL_PAGES = 1000;
 const REQUEST_TIMEOUT_MS = 30_000;
+const utf8 = new TextEncoder();
 
 /**
  * Why a sync stopped. `kind`:
@@ -54,7 +55,8 @@ const sleep = (ms, signal) => new Promise((resolve) => {
   signal?.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
 });
 
-function timeoutSignal(ms) {
+/** An AbortSignal that aborts after `ms` (AbortSignal.timeout where the browser has it). */
+export function timeoutSignal(ms) {
   if (typeof AbortSignal.timeout === "function") return AbortSignal.timeout(ms);
   const controller = new AbortController();
   setTimeout(() => controller.abort(new DOMException("timed out", "TimeoutError")), ms);
@@ -437,22 +439,29 @@ export class SyncClient extends EventTarget {
       let bytes = 0;
       for (const edit of edits) {
         const wire = { seq: edit.seq, mid: edit.mid, name: edit.name, args: edit.args, device_ts: edit.device_ts };
-        const size = JSON.stringify(wire).length + 1;
+        const size = utf8.encode(JSON.stringify(wire)).length + 1; // bytes on the wire, not UTF-16 units
         if (batch.length >= limit || (batch.length > 0 && bytes + size > MAX_BATCH_BYTES)) break;
         batch.push({ edit, wire });
         bytes += size;
       }
-      await this._mark(batch.map((b) => b.edit.id), { state: "sent", sent: true });
-      const response = await this._call(session, "POST", "/sync/v1/push", {
-        json: {
-          client_id: session.clientId, schema_version: SCHEMA_VERSION, app_version: this.appVersion,
-          mutations: batch.map((b) => b.wire),
-        },
-      });
+      // "Sent" is bookkeeping (see _mark): it is written while the request travels. Its
+      // transaction is created first, so IndexedDB commits it before the acknowledgement's.
+      const marked = this._mark(batch.map((b) => b.edit.id), { state: "sent", sent: true });
+      let response;
+      try {
+        response = await this._call(session, "POST", "/sync/v1/push", {
+          json: {
+            client_id: session.clientId, schema_version: SCHEMA_VERSION, app_version: this.appVersion,
+            mutations: batch.map((b) => b.wire),
+          },
+        });
+      } finally {
+        await marked;
+      }
       if (response.status === 413 || response.status === 400 || response.status === 422) {
         const detail = await errorDetail(response);
-        if (batch.length > 1) { // find the edit the server cannot take: smaller batches
-          limit = response.status === 413 ? Math.max(1, Math.floor(batch.length / 2)) : 1;
+        if (batch.length > 1) { // find the edit the server cannot take: halve the batch
+          limit = Math.max(1, Math.floor(batch.length / 2));
           await this._mark(batch.map((b) => b.edit.id), { state: "pending" });
           continue;
         }
@@ -507,7 +516,14 @@ export class SyncClient extends EventTarget {
       let progress = false;
       const answeredAt = new Date().toISOString();
       // Everything the answer touches is read at once, written at once (see _applyChanges).
-      const records = await Promise.all(batch.map((sent) => get(tx, "outbox", sent.id)));
+      // The batch's records by one range read, not one request each (each is a trip to the
+      // browser's storage process); a record no longer there is skipped, as before.
+      const ids = batch.map((sent) => sent.id);
+      const range = IDBKeyRange.bound(Math.min(...ids), Math.max(...ids));
+      const inRange = await getAll(tx, "outbox", range);
+      const byId = new Map(inRange.map((record) => [record.id, record]));
+      const records = ids.map((id) => byId.get(id));
+      const done = []; // outbox ids answered: they leave the outbox
       const orderIds = [...new Set(records.filter(Boolean).map((r) => r.work_order_id).filter(Boolean))];
       const held = await Promise.all(orderIds.map((id) => get(tx, "work_orders", id)));
       const orders = new Map(orderIds.map((id, i) => [id, held[i]]));
@@ -533,7 +549,7 @@ export class SyncClient extends EventTarget {
               answered_at: answeredAt,
             }));
           }
-          writes.push(del(tx, "outbox", record.id));
+          done.push(record.id);
           // Refused: its optimistic effect goes.
           if (order?.pending?.some((p) => p.mid === record.mid)) {
             order.pending = order.pending.filter((p) => p.mid !== record.mid);
@@ -541,7 +557,7 @@ export class SyncClient extends EventTarget {
           }
           progress = true;
         } else if (result || record.seq <= lastSeq) {
-          writes.push(del(tx, "outbox", record.id)); // applied or seen before: done
+          done.push(record.id); // applied or seen before: done
           // An applied edit stays on the screen until a pull brings the version it made.
           const entry = order?.pending?.find((p) => p.mid === record.mid);
           if (entry) {
@@ -556,6 +572,8 @@ export class SyncClient extends EventTarget {
         }
       }
       for (const id of changed) writes.push(put(tx, "work_orders", orders.get(id)));
+      if (done.length > 0 && done.length === inRange.length) writes.push(del(tx, "outbox", range)); // the whole range
+      else for (const id of done) writes.push(del(tx, "outbox", id));
       await Promise.all(writes);
       const acked = await getMeta(tx, "acked_seq", 0);
       if (lastSeq > acked) await setMeta(tx, "acked_seq", lastSeq);
@@ -745,21 +763,31 @@ export class SyncClient extends EventTarget {
       const { auth } = await readMeta(["auth"]);
       if (!auth) break;
       let wait;
+      // One connection: it ends with the reader, or when no answer (headers) came in time
+      // (a request that hangs is retried like a refused one).
+      const attempt = new AbortController();
+      const stop = () => attempt.abort();
+      signal.addEventListener("abort", stop, { once: true });
+      const unanswered = setTimeout(stop, REQUEST_TIMEOUT_MS);
       try {
         const response = await this._fetch(`${this.baseUrl}/sync/v1/events`, {
           headers: { Authorization: `Bearer ${auth.token}`, Accept: "text/event-stream" },
-          cache: "no-store", signal,
+          cache: "no-store", signal: attempt.signal,
         });
+        clearTimeout(unanswered);
         if (response.status === 401) break; // the next sync asks for a sign-in
         if (!response.ok || !response.body) {
           wait = response.status === 404 ? 5 * 60_000 : null; // no event stream: timers suffice
         } else {
           if (failures > 0) this._trigger("reconnected"); // pokes may have been missed
           failures = 0;
-          wait = await this._readEvents(response.body, signal);
+          wait = await this._readEvents(response.body, attempt.signal);
         }
       } catch {
         if (signal.aborted) break;
+      } finally {
+        clearTimeout(unanswered);
+        signal.removeEventListener("abort", stop);
       }
       failures += 1;
       const ceiling = Math.min(this.backoff.cap, this.backoff.base * 2 ** Math.min(failures, 16));
