@@ -7,7 +7,7 @@
 //
 // A new version installs and then WAITS: the page offers "Update available" and sends
 // "skip-waiting" only when the crew taps it and no form is half filled in.
-const VERSION = "2026-12-04.3";
+const VERSION = "2026-12-04.4";
 const PREFIX = "fieldwork-crew-";
 const CACHE = `${PREFIX}${VERSION}`;
 const SHELL = "/crew/";
