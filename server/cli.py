@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -225,7 +225,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     engine = _engine(settings)
     console.print(f"[bold]Fieldwork demo: {city.name}[/] — loading service areas and records …")
-    _summaries, accounts, begins = prepare_demo(
+    _summaries, accounts, begins, ends = prepare_demo(
         engine, city=args.city, data_dir=data_dir, intake=settings.intake,
         rejects_dir=DEFAULT_DB_PATH.parent / "rejects",
         on_file=lambda s: console.print("\n".join(s.lines())),
@@ -236,10 +236,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with write_session(engine) as session:
         ensure_keys(session)  # so that "Notify me" works in the demo
     engine.dispose()
-    days = (datetime.now(UTC) - begins).days
+    days = (ends - begins).days
+    when = "now" if datetime.now(UTC) - ends < timedelta(minutes=5) else f"at {ends:%Y-%m-%d %H:%M} UTC, when this database was first loaded"
     console.print(
-        f"Times shifted so that the newest record is now and the exports follow one another a day apart: "
-        f"the {days} days of records end now (each case keeps its original time as original_requested_at)."
+        f"Times shifted so that the newest record is the first load's time and the exports follow one another a "
+        f"day apart: the {days} days of records end {when} (each case keeps its original time as "
+        f"original_requested_at)."
     )
     console.print("\n[bold]Sign in with[/] (passwords are new on every demo start):")
     for account in accounts:

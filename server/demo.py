@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 
 from server.db import write_session
@@ -25,7 +26,7 @@ from server.intake.areas import load_areas
 from server.intake.formats import read_batches
 from server.intake.importer import ImportSummary, import_file
 from server.intake.records import IncomingCase
-from server.models import Crew, District, RoutingRule, User
+from server.models import Crew, District, RoutingRule, SharedValue, User
 from server.settings import IntakeSettings
 
 __all__ = ["CITIES", "CityData", "DemoAccount", "FileSpan", "default_data_dir", "demo_shifts", "file_spans", "prepare_demo"]
@@ -166,9 +167,9 @@ def prepare_demo(
     rejects_dir: Path,
     on_file: Callable[[ImportSummary], None] | None = None,
     now: datetime | None = None,
-) -> tuple[list[ImportSummary], list[DemoAccount], datetime]:
+) -> tuple[list[ImportSummary], list[DemoAccount], datetime, datetime]:
     """Load the city; returns the import summaries, the accounts, and when the shifted
-    records begin."""
+    records begin and end (the "now" of the database's first demo start)."""
     spec = CITIES[city]
     for layer in spec.layers:
         load_areas(engine, data_dir / layer.file, layer=layer.layer, name_field=layer.name_field,
@@ -177,18 +178,36 @@ def prepare_demo(
     files = sorted(data_dir.glob(spec.records))
     if not files:
         raise FileNotFoundError(f"no records for {city} under the data folder ({spec.records})")
-    now = now or datetime.now(UTC)
+    now = now or _anchor(engine, city, datetime.now(UTC))
     spans = file_spans(files, intake)
     shifts = demo_shifts(spans, now)
     summaries = []
     for path in files:
+        # Shifted times are capped at the same "now" on every start, so they come out the same.
         summary = import_file(engine, path, settings=intake, rejects_dir=rejects_dir,
-                              time_shift=shifts.get(path, timedelta(0)))
+                              time_shift=shifts.get(path, timedelta(0)), shift_until=now)
         summaries.append(summary)
         if on_file:
             on_file(summary)
     begins = min((span.oldest + shifts[span.path] for span in spans), default=now)
-    return summaries, accounts, begins
+    return summaries, accounts, begins, now
+
+
+def _anchor(engine: Engine, city: str, now: datetime) -> datetime:
+    """The "now" the city's records were first shifted to, kept in the database: a demo
+    started again on the same database shifts them the same way, so its import finds every
+    record already there, unchanged. (Shifted to a new "now", each closed record would look
+    like a new outcome from the city and gain a note, and every crew's phone would receive
+    the city's whole closed history.)"""
+    key = f"demo:{city}:now"
+    with write_session(engine) as session:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.exec(insert(SharedValue).values(key=key, value=now.isoformat().encode(), expires_at=None)
+                     .on_conflict_do_nothing(index_elements=["key"]))
+        row = session.get(SharedValue, key)
+        assert row is not None
+        return datetime.fromisoformat(row.value.decode())
 
 
 def _regions(spec: CityData, districts: Sequence[District]) -> list[list[int]]:

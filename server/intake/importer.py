@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -212,6 +212,7 @@ def import_file(
     rejects_dir: Path | None = None,
     progress: Progress | None = None,
     time_shift: timedelta | None = None,
+    shift_until: datetime | None = None,
     batch_size: int = 2000,
     without_areas: bool = False,
 ) -> ImportSummary:
@@ -260,7 +261,8 @@ def import_file(
                     cases = [item for item in batch if not isinstance(item, RejectedRow)]
                     rejected = [item for item in batch if isinstance(item, RejectedRow)]
                     counts = _import_batch(engine, pipeline, cases, run_id=run_id, actor=f"import:{path.name}",
-                                           time_shift=time_shift, rows=len(batch), rejected=len(rejected))
+                                           time_shift=time_shift, shift_until=shift_until, rows=len(batch),
+                                           rejected=len(rejected))
                     rejects.write(rejected)
                     summary.rows_read += len(batch)
                     summary.rejected += len(rejected)
@@ -286,14 +288,15 @@ def import_file(
 
 
 def _import_batch(engine: Engine, pipeline: Pipeline, cases: list[IncomingCase], *, run_id: int, actor: str,
-                  time_shift: timedelta | None, rows: int, rejected: int) -> dict[str, int]:
+                  time_shift: timedelta | None, shift_until: datetime | None, rows: int,
+                  rejected: int) -> dict[str, int]:
     """One batch in one short transaction, with the run's counters; tried again if it
     deadlocks with a live writer (PostgreSQL)."""
     for attempt in range(1, BATCH_ATTEMPTS + 1):
         try:
             with write_session(engine) as session:
                 result = pipeline.ingest(session, cases, channel="import", actor=actor, import_run_id=run_id,
-                                         time_shift=time_shift)
+                                         time_shift=time_shift, shift_until=shift_until)
                 counts = {key: result.counts[key] for key in ("created", "merged", "already_present", "unlocated",
                                                                 "unlocated_closed", "updates_kept", "bad_close_time")}
                 _count_batch(session, run_id, rows=rows, rejected=rejected, counts=counts)

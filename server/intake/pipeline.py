@@ -244,6 +244,7 @@ class Pipeline:
         actor_user_id: int | None = None,
         import_run_id: int | None = None,
         time_shift: timedelta | None = None,
+        shift_until: datetime | None = None,
         now: datetime | None = None,
     ) -> IngestResult:
         now = now or utcnow()
@@ -251,7 +252,7 @@ class Pipeline:
         if not cases:
             return result
         if time_shift:
-            cases = [_shifted(c, time_shift, now) for c in cases]
+            cases = [_shifted(c, time_shift, min(shift_until or now, now)) for c in cases]
         fresh, present = self._split_present(session, cases)
         for _case, case_id in present:
             result.outcomes.append(CaseOutcome("already_present", case_id, None, None))

@@ -3,11 +3,16 @@ end ending now (a day apart at most), so the board shows days of overdue work, n
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
+from itertools import islice, pairwise
 from pathlib import Path
 
-from server.demo import CITIES, FileSpan, demo_shifts, file_spans
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from server.demo import CITIES, FileSpan, demo_shifts, file_spans, prepare_demo
+from server.models import WorkOrderEvent
 from server.settings import IntakeSettings
 from tests.conftest import DATA
 
@@ -36,3 +41,27 @@ def test_overlapping_files_keep_their_overlap() -> None:
     assert shifts[Path("c")] == 5 * day
     assert shifts[Path("a")] == shifts[Path("b")]  # moved together
     assert b.newest + shifts[Path("b")] == c.oldest + shifts[Path("c")] - day
+
+
+def test_a_demo_started_again_finds_every_record_unchanged(engine: Engine, tmp_path: Path) -> None:
+    """Started again on the same database, the demo shifts the records to the same "now" as
+    the first time: the import finds them all present and unchanged. (Shifted to a new now,
+    every closed record looked like a new outcome from the city, gained a note, and went to
+    its crew's phones.)"""
+    data = tmp_path / "data"
+    (data / "la" / "records").mkdir(parents=True)
+    (data / "la" / "boundaries").symlink_to(DATA / "la" / "boundaries")
+    for source in sorted((DATA / "la" / "records").glob("*.csv.gz"))[:2]:
+        with gzip.open(source, "rt", newline="") as full, gzip.open(data / "la" / "records" / source.name, "wt") as part:
+            part.writelines(islice(full, 301))  # the header and 300 records
+    intake = IntakeSettings(timezone=CITIES["la"].timezone)
+    first = prepare_demo(engine, city="la", data_dir=data, intake=intake, rejects_dir=tmp_path / "rejects")
+    with Session(engine) as session:
+        events = session.exec(select(func.count()).select_from(WorkOrderEvent)).one()
+    again = prepare_demo(engine, city="la", data_dir=data, intake=intake, rejects_dir=tmp_path / "rejects")
+    assert first[3] == again[3], "the second start shifts to the first one's now"
+    stored = sum(s.created + s.merged + s.unlocated for s in first[0])
+    assert stored > 0 and sum(s.already_present for s in again[0]) == stored
+    assert sum(s.updates_kept for s in again[0]) == 0
+    with Session(engine) as session:
+        assert session.exec(select(func.count()).select_from(WorkOrderEvent)).one() == events
