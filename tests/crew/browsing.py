@@ -36,6 +36,9 @@ def sign_in(page: Page, jobs: int) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#jobs li")).to_have_count(jobs, timeout=SYNC_MS)
+    # The workflow comes in the background on a first start, and its arrival redraws the
+    # rows (their moves and states depend on it): a test that marks elements waits for it.
+    page.wait_for_function("window.fieldworkCrew.store.getWorkflow() !== null", timeout=SYNC_MS)
 
 
 def offline_ready(page: Page) -> None:
