@@ -303,6 +303,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     finally:
+        sender.close()
         engine.dispose()
     return 0
 

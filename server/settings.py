@@ -101,6 +101,8 @@ class PushSettings:
     poll_seconds: float = 2.0  # how often a sender looks for due notices when nobody woke it
     batch_size: int = 500  # rows claimed at once
     concurrency: int = 64  # POSTs in flight at once (also the most a hard kill can leave unknown)
+    # Processes of each sender that encrypt large claims beside its event loop (0: on the loop).
+    encryption_processes: int = 1
     lease_seconds: float = 60.0  # a claim not finished by then goes back to the queue
     timeout_seconds: float = 10.0  # one POST to a push service
     max_attempts: int = 8
@@ -248,6 +250,8 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         poll_seconds=float(get("FIELDWORK_PUSH_POLL_SECONDS") or push_defaults.poll_seconds),
         lease_seconds=float(get("FIELDWORK_PUSH_LEASE_SECONDS") or push_defaults.lease_seconds),
         retry_base_seconds=float(get("FIELDWORK_PUSH_RETRY_BASE_SECONDS") or push_defaults.retry_base_seconds),
+        encryption_processes=_int(env, "FIELDWORK_PUSH_ENCRYPTION_PROCESSES", push_defaults.encryption_processes,
+                                  low=0, high=64),
     )
     resident_defaults = ResidentSettings()
     resident = ResidentSettings(

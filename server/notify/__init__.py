@@ -6,20 +6,9 @@ changes write in their own transaction, and the sender that delivers it.
     outbox         `on_work_order_event`: the work-order writer's one hook
     messages       payloads in the subscriber's language (catalog: the message files)
     sender         `Sender`: outbox → push services, each notice once
+    encryption     the notices' encryption, in a process beside the sender's event loop
     api            the /api/push and /api/me/push-subscriptions routes
+
+Import the modules themselves: this package imports nothing, so that the encryption
+process starts with pywebpush alone, not the whole server.
 """
-
-from server.notify.outbox import crew_job_assigned, on_work_order_event
-from server.notify.sender import Sender, SendStats
-from server.notify.vapid import PushNotConfigured, VapidSigner, ensure_keys, load_identity
-
-__all__ = [
-    "PushNotConfigured",
-    "SendStats",
-    "Sender",
-    "VapidSigner",
-    "crew_job_assigned",
-    "ensure_keys",
-    "load_identity",
-    "on_work_order_event",
-]

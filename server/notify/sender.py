@@ -21,7 +21,9 @@ The sender's own transactions skip PostgreSQL's wait for the disk flush
 transaction): a crash of the database itself, not of a sender, could forget the last
 fraction of a second of this bookkeeping and send those few notices again.
 
-Sending uses pywebpush's async API (`WebPusher.send_async`) over one shared aiohttp session:
+Each notice is encrypted with pywebpush's `encode` (server.notify.encryption: a large claim
+in a process of its own, ahead of its POSTs, so the loop does not wait on the cipher) and
+sent with pywebpush's async API (`WebPusher.send_async`) over one shared aiohttp session:
 aes128gcm, an explicit TTL, `Urgency`, a `Topic` (a newer notice about the same case
 replaces one still queued for an offline phone) and a timeout. The VAPID header is signed
 once per push service and reused (`VapidSigner`). Answers:
@@ -51,12 +53,12 @@ from typing import Any
 
 import aiohttp
 import anyio.to_thread
-from pywebpush import WebPusher, WebPushException
 from sqlalchemy import Engine, and_, bindparam, delete, or_, select, text, update
 from sqlmodel import Session
 
 from server.db import read_session, write_session
 from server.models import PushNotification, PushSubscription, utcnow
+from server.notify.encryption import Encryptor, Plain, SealedPusher, encrypt_bodies
 from server.notify.messages import encode_payload
 from server.notify.vapid import VapidIdentity, VapidSigner, audience, load_identity
 from server.notify.wakeup import register, unregister
@@ -85,6 +87,7 @@ class SendStats:
     lost_claims: int = 0  # claimed rows another sender took over (lease expired meanwhile)
     recovered: int = 0  # rows of a dead sender put back in the queue
     unknown: int = 0  # rows of a dead sender whose POST had started
+    encrypted_aside: int = 0  # notices encrypted in the encryption process, not on the loop
 
     def add(self, other: SendStats) -> None:
         for name in self.__dataclass_fields__:
@@ -150,6 +153,12 @@ class Sender:
         self.stats = SendStats()
         self._signer: VapidSigner | None = None
         self._paused: dict[str, float] = {}  # push service origin → monotonic time it may be tried again
+        self._encryptor = Encryptor(settings.encryption_processes)
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+
+    def close(self) -> None:
+        """Stop the encryption process (`run` does this itself when it ends)."""
+        self._encryptor.close()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -171,6 +180,7 @@ class Sender:
                     await self._wait(waiter, stop)
         finally:
             unregister(loop, waiter)
+            self.close()
 
     async def drain(self, *, rounds: int | None = None) -> SendStats:
         """Send everything due now (for `fieldwork worker --once`, tests and benchmarks)."""
@@ -223,34 +233,45 @@ class Sender:
         if not jobs:
             return False
         chunks = [jobs[i : i + self.chunk] for i in range(0, len(jobs), self.chunk)]
+        plain = [[Plain(j.endpoint, j.p256dh, j.auth, j.payload) for j in chunk] for chunk in chunks]
+        # A large claim is encrypted in the other process, every chunk queued at once, so
+        # that the next chunk's bodies are ready when its turn comes.
+        sealing = self._encryptor.ahead(plain)
+        self.stats.encrypted_aside += len(jobs) if sealing else 0
         results: list[_Result] = []
         gate = asyncio.Semaphore(max(self.settings.concurrency, 1))
         in_flight: set[asyncio.Task[None]] = set()
 
-        async def send(job: _Job) -> None:
+        async def send(job: _Job, body: bytes | str) -> None:
             try:
-                result = await self._send(http, signer, job)
+                result = await self._send(http, signer, job, body)
                 results.append(result)  # the list of now: the one before may be in the database already
             finally:
                 gate.release()
 
-        for index, chunk in enumerate(chunks):
-            for _ in chunk:  # room for the whole chunk first
-                await gate.acquire()
-            if stop is not None and stop.is_set():
-                await asyncio.gather(*in_flight)
-                await anyio.to_thread.run_sync(self._finish, results, [j.id for c in chunks[index:] for j in c])
-                return False
-            done, results = results, []
-            started = await anyio.to_thread.run_sync(self._record_and_start, done, [job.id for job in chunk])
-            for job in chunk:
-                if job.id not in started:
-                    self.stats.lost_claims += 1
-                    gate.release()
-                    continue
-                task = asyncio.create_task(send(job))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+        try:
+            for index, chunk in enumerate(chunks):
+                for _ in chunk:  # room for the whole chunk first
+                    await gate.acquire()
+                if stop is not None and stop.is_set():
+                    await asyncio.gather(*in_flight)
+                    await anyio.to_thread.run_sync(self._finish, results, [j.id for c in chunks[index:] for j in c])
+                    return False
+                bodies = (await self._encryptor.bodies(sealing[index], plain[index]) if sealing
+                          else encrypt_bodies(plain[index]))
+                done, results = results, []
+                started = await anyio.to_thread.run_sync(self._record_and_start, done, [job.id for job in chunk])
+                for job, body in zip(chunk, bodies, strict=True):
+                    if job.id not in started:
+                        self.stats.lost_claims += 1
+                        gate.release()
+                        continue
+                    task = asyncio.create_task(send(job, body))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+        finally:
+            for future in sealing:
+                future.cancel()
         await asyncio.gather(*in_flight)
         await anyio.to_thread.run_sync(self._finish, results, [])
         return True
@@ -269,7 +290,11 @@ class Sender:
         with read_session(self.engine) as session:
             return load_identity(session, override_pem=self.settings.vapid_private_key)
 
-    async def _send(self, http: aiohttp.ClientSession, signer: VapidSigner, job: _Job) -> _Result:
+    async def _send(self, http: aiohttp.ClientSession, signer: VapidSigner, job: _Job, body: bytes | str) -> _Result:
+        """POST one encrypted notice (`body`; a str says why it could not be encrypted)."""
+        if isinstance(body, str):
+            self.stats.failed += 1
+            return _Result(job.id, "failed", error=body)
         origin = audience(job.endpoint)
         paused = self._paused.get(origin)
         if paused is not None and paused > time.monotonic():
@@ -280,15 +305,11 @@ class Sender:
         headers["Content-Type"] = "application/octet-stream"
         if job.topic:
             headers["Topic"] = job.topic
-        subscription = {"endpoint": job.endpoint, "keys": {"p256dh": job.p256dh, "auth": job.auth}}
         try:
-            response = await WebPusher(subscription, aiohttp_session=http).send_async(
+            response = await SealedPusher(job.endpoint, body, aiohttp_session=http).send_async(
                 job.payload, headers, ttl=job.ttl, content_encoding="aes128gcm",
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout_seconds),
+                timeout=self._timeout,
             )
-        except WebPushException as exc:
-            self.stats.failed += 1
-            return _Result(job.id, "failed", error=f"cannot encrypt for this subscription: {exc.message}"[:200])
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return self._retry(job, None, f"{type(exc).__name__} talking to {origin}")
         except Exception as exc:  # anything else: this notice is retried, the others go on

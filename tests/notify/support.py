@@ -98,8 +98,11 @@ def drain(engine: Engine, settings: Settings, name: str | None = None) -> SendSt
     """Run a sender until nothing is due, on an event loop of its own thread (Playwright's
     sync API, once started, keeps a loop running in the main thread)."""
     sender = Sender(engine, settings.push, name=name)
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, sender.drain()).result()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, sender.drain()).result()
+    finally:
+        sender.close()
 
 
 def outbox(engine: Engine) -> list[PushNotification]:

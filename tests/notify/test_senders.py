@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -143,3 +144,65 @@ def test_two_senders_deliver_each_notice_once(
         by_sender = Counter(n.claimed_by for n in rows)
         assert set(by_sender) == {"sender-a", "sender-b"}, by_sender
         print(f"\ntwo senders: {dict(by_sender)}")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_sender_killed_outright_leaves_no_encryption_process(
+    engine: Engine, settings: Settings, identity: VapidIdentity, tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    with PushService(expected_key=identity.public_key) as push:
+        phones = [push.subscriber() for _ in range(40)]  # enough to be encrypted aside
+        worker = start_worker(settings, tmp_path / "worker.log", "lone")
+        workers.append(worker)
+        queue_many(engine, phones)
+        push.wait_for(len(phones), timeout=60)
+        helpers = children(worker.pid)  # the encryption process (and multiprocessing's tracker)
+        assert helpers, "no encryption process was started"
+        worker.kill()  # SIGKILL to the sender alone, not its process group
+        worker.wait()
+        wait_until(lambda: not any(alive(pid) for pid in helpers), 30, "the encryption process to exit")
+
+
+def test_serve_with_several_workers_sends_a_large_wave(
+    engine: Engine, settings: Settings, identity: VapidIdentity, tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    """Hypercorn's worker processes are daemonic and may not start an encryption process:
+    their senders encrypt on their own loops, and every notice still arrives once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, FIELDWORK_DATABASE_URL=settings.database.url, FIELDWORK_AUTH_SECRET=TEST_SECRET,
+               FIELDWORK_PUSH_ALLOW_LOOPBACK_HTTP="1", FIELDWORK_PUSH_POLL_SECONDS="0.2")
+    with PushService(expected_key=identity.public_key) as push, (tmp_path / "serve.log").open("ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers", "2"],
+                                  cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+        workers.append(server)
+        phones = [push.subscriber() for _ in range(120)]
+        queue_many(engine, phones)
+        push.wait_for(len(phones), timeout=90)
+        time.sleep(0.5)  # anything sent twice would arrive now
+        assert Counter(m.subscriber_id for m in push.messages()) == Counter({p.id: 1 for p in phones})
+        assert all(m.payload is not None for m in push.messages())  # each decrypted at the service
+    assert "round failed" not in (tmp_path / "serve.log").read_text()

@@ -1,0 +1,141 @@
+"""Encryption beside the event loop (server.notify.encryption): a large claim is encrypted in
+a process of its own and every notice still decrypts at the push service; a browser whose
+keys cannot be used fails alone; a dead encryption process costs no notice; with the
+process turned off everything is encrypted on the loop (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import Engine, update
+
+from server.db import write_session
+from server.models import PushSubscription
+from server.notify.encryption import ASIDE_FROM, Encryptor, Plain, encrypt_bodies
+from server.notify.sender import Sender
+from server.notify.vapid import VapidIdentity
+from server.settings import Settings, settings_from_env
+from tests.notify.pushservice import PushService, Subscriber, b64url, decrypt_aes128gcm
+from tests.notify.support import drain, outbox, prepare, push_settings, queue_many
+from tests.runtime.support import run_in_own_loop
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str) -> Settings:
+    return push_settings(database_url)
+
+
+@pytest.fixture(scope="module")
+def identity(engine: Engine) -> VapidIdentity:
+    return prepare(engine)
+
+
+@pytest.fixture(scope="module")
+def push(identity: VapidIdentity) -> Iterator[PushService]:
+    with PushService(expected_key=identity.public_key) as service:
+        yield service
+
+
+def test_a_large_claim_is_encrypted_aside_and_every_notice_decrypts(
+    engine: Engine, settings: Settings, push: PushService
+) -> None:
+    phones = [push.subscriber() for _ in range(ASIDE_FROM * 3 + 5)]  # several chunks, the last one short
+    ids = queue_many(engine, phones, body="Se cambió la lámpara.")
+    broken = ids[7]
+    with write_session(engine) as session:  # a p256dh that is not a point on the curve
+        session.connection().execute(update(PushSubscription).where(PushSubscription.id == broken)  # type: ignore[arg-type]
+                                     .values(p256dh=b64url(b"\x04" + b"\x01" * 64)))
+
+    stats = drain(engine, settings)
+
+    assert stats.encrypted_aside == len(phones)
+    assert stats.sent == len(phones) - 1 and stats.failed == 1
+    failed = [n for n in outbox(engine) if n.subscription_id == broken]
+    assert failed[0].state == "failed" and "cannot encrypt" in (failed[0].last_error or "")
+    for index, phone in enumerate(phones):
+        got = push.messages(phone)
+        if ids[index] == broken:
+            assert got == []
+            continue
+        assert len(got) == 1 and got[0].payload is not None
+        assert got[0].payload["body"] == "Se cambió la lámpara."
+        assert got[0].payload["url"] == f"/track/t{ids[index]}?lang=en"  # its own notice, not a neighbour's
+
+
+def test_a_small_claim_and_a_sender_without_the_process_encrypt_on_the_loop(
+    engine: Engine, settings: Settings, push: PushService
+) -> None:
+    few = [push.subscriber() for _ in range(ASIDE_FROM - 1)]
+    queue_many(engine, few)
+    small = drain(engine, settings)
+    assert (small.sent, small.encrypted_aside) == (len(few), 0)
+
+    many = [push.subscriber() for _ in range(ASIDE_FROM * 2)]
+    queue_many(engine, many)
+    inline = drain(engine, replace(settings, push=replace(settings.push, encryption_processes=0)))
+    assert (inline.sent, inline.encrypted_aside) == (len(many), 0)
+    assert all(len(push.messages(phone)) == 1 for phone in few + many)
+
+
+def test_a_dead_encryption_process_costs_no_notice(engine: Engine, settings: Settings, push: PushService) -> None:
+    sender = Sender(engine, settings.push, name="survivor")
+
+    async def two_waves() -> tuple[int, int]:
+        first = await sender.drain()
+        pool = sender._encryptor._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # the encryption process dies between two claims
+            os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        queue_many(engine, second_wave)
+        second = await sender.drain()
+        return first.sent, second.sent
+
+    first_wave = [push.subscriber() for _ in range(ASIDE_FROM * 2)]
+    second_wave = [push.subscriber() for _ in range(ASIDE_FROM * 2)]
+    queue_many(engine, first_wave)
+    try:
+        sent = run_in_own_loop(two_waves())
+    finally:
+        sender.close()
+    assert sent == (len(first_wave), len(second_wave))
+    assert all(len(push.messages(phone)) == 1 for phone in first_wave + second_wave)
+
+
+def test_bodies_from_the_other_process_are_what_the_browser_can_read() -> None:
+    """The process's output against the stand-in's own RFC 8291 decryptor."""
+    phones = [Subscriber(str(n), f"http://127.0.0.1:9/push/{n}", ec.generate_private_key(ec.SECP256R1()), os.urandom(16))
+              for n in range(ASIDE_FROM)]
+    items = [Plain(p.endpoint, p.p256dh, b64url(p.auth_secret), f"notice {n}".encode()) for n, p in enumerate(phones)]
+    encryptor = Encryptor(1)
+
+    async def encrypt() -> list[bytes | str]:
+        futures = encryptor.ahead([items[:5], items[5:]])
+        assert len(futures) == 2
+        return [body for future, chunk in zip(futures, [items[:5], items[5:]], strict=True)
+                for body in await encryptor.bodies(future, chunk)]
+
+    try:
+        bodies = run_in_own_loop(encrypt())
+    finally:
+        encryptor.close()
+    assert bodies != encrypt_bodies(items)  # a fresh key and salt per notice
+    for n, (phone, body) in enumerate(zip(phones, bodies, strict=True)):
+        assert isinstance(body, bytes)
+        plain = decrypt_aes128gcm(body, ua_private=phone.private_key, auth_secret=phone.auth_secret)
+        assert plain == f"notice {n}".encode()
+
+
+def test_the_setting_names_a_bad_value() -> None:
+    with pytest.raises(ValueError, match="FIELDWORK_PUSH_ENCRYPTION_PROCESSES"):
+        settings_from_env({"FIELDWORK_PUSH_ENCRYPTION_PROCESSES": "two"})
+    with pytest.raises(ValueError, match="FIELDWORK_PUSH_ENCRYPTION_PROCESSES"):
+        settings_from_env({"FIELDWORK_PUSH_ENCRYPTION_PROCESSES": "-1"})
+    assert settings_from_env({"FIELDWORK_PUSH_ENCRYPTION_PROCESSES": "0"}).push.encryption_processes == 0
+    assert settings_from_env({}).push.encryption_processes == 1
