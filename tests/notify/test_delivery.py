@@ -5,11 +5,9 @@ VAPID JWT and decrypts what it gets (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from itertools import count
 
-import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session, select
 
@@ -29,8 +27,6 @@ from tests.notify.support import (
     drain,
     order_of,
     outbox,
-    prepare,
-    push_settings,
     report,
     set_crew,
     set_status,
@@ -45,22 +41,6 @@ def spot() -> tuple[float, float]:
     """A place of its own for each test (1 km apart: nothing merges across tests)."""
     n = next(_SPOT)
     return HERE[0] + 0.01 * n, HERE[1]
-
-
-@pytest.fixture(scope="module")
-def settings(database_url: str) -> Settings:
-    return push_settings(database_url)
-
-
-@pytest.fixture(scope="module")
-def identity(engine: Engine) -> VapidIdentity:
-    return prepare(engine)
-
-
-@pytest.fixture(scope="module")
-def push(identity: VapidIdentity) -> Iterator[PushService]:
-    with PushService(expected_key=identity.public_key) as service:
-        yield service
 
 
 def test_completed_job_tells_the_reporter_in_their_language(

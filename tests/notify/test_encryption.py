@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -19,27 +18,10 @@ from server.db import write_session
 from server.models import PushSubscription
 from server.notify.encryption import ASIDE_FROM, Encryptor, Plain, encrypt_bodies
 from server.notify.sender import Sender
-from server.notify.vapid import VapidIdentity
 from server.settings import Settings, settings_from_env
 from tests.notify.pushservice import PushService, Subscriber, b64url, decrypt_aes128gcm
-from tests.notify.support import drain, outbox, prepare, push_settings, queue_many
+from tests.notify.support import drain, outbox, queue_many
 from tests.runtime.support import run_in_own_loop
-
-
-@pytest.fixture(scope="module")
-def settings(database_url: str) -> Settings:
-    return push_settings(database_url)
-
-
-@pytest.fixture(scope="module")
-def identity(engine: Engine) -> VapidIdentity:
-    return prepare(engine)
-
-
-@pytest.fixture(scope="module")
-def push(identity: VapidIdentity) -> Iterator[PushService]:
-    with PushService(expected_key=identity.public_key) as service:
-        yield service
 
 
 def test_a_large_claim_is_encrypted_aside_and_every_notice_decrypts(

@@ -35,7 +35,7 @@ from server.notify.vapid import VapidIdentity
 from server.settings import Settings
 from tests.conftest import TEST_API_KEY, LiveServer
 from tests.notify.pushservice import PushService
-from tests.notify.support import HERE, crew_a, prepare, push_settings, set_crew, set_status
+from tests.notify.support import HERE, crew_a, prepare, set_crew, set_status
 
 PASSWORD = "resident api test password"
 def _phone_photo() -> bytes:
@@ -51,11 +51,6 @@ def _phone_photo() -> bytes:
 
 
 JPEG = _phone_photo()
-
-
-@pytest.fixture(scope="module")
-def settings(database_url: str) -> Settings:
-    return push_settings(database_url)
 
 
 @pytest.fixture(scope="module")

@@ -21,19 +21,9 @@ from server.notify.vapid import VapidIdentity
 from server.settings import Settings
 from tests.conftest import ROOT, TEST_SECRET
 from tests.notify.pushservice import PushService
-from tests.notify.support import outbox, prepare, push_settings, queue_many
+from tests.notify.support import outbox, queue_many
 
 pytestmark = pytest.mark.slow  # worker processes, seconds of waiting for leases
-
-
-@pytest.fixture(scope="module")
-def settings(database_url: str) -> Settings:
-    return push_settings(database_url)
-
-
-@pytest.fixture(scope="module")
-def identity(engine: Engine) -> VapidIdentity:
-    return prepare(engine)
 
 
 def start_worker(settings: Settings, log: Path, name: str) -> subprocess.Popen[bytes]:
