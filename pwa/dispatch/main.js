@@ -130,7 +130,9 @@ function rowHtml(item) {
     + `<td>${esc(due)}</td><td>${esc(item.crew_name || "—")}</td></tr>`;
 }
 
-const ROW_MIN_PX = 22; // no row is shorter: this many rows always fill the window's height
+// No row is shorter (13 px text at 1.4 lines, its padding and border: ~25.7 px), so this many
+// rows fill more than the window's height.
+const ROW_MIN_PX = 25;
 let rendering = 0; // which render the rows still to come belong to
 
 /** Show state.items. With `first`, only the rows a window's height can show are laid out

@@ -265,7 +265,7 @@ def test_the_list_ends_up_with_the_whole_first_page_in_order(page: Any, api: Api
     # follows right after it, so in the end the list is the board's first page, in order.
     expected = api.get("dispatcher", "/api/dispatch/board", open_only="true", limit=100).json()
     ids = [str(item["id"]) for item in expected["items"]]
-    assert len(ids) > 900 // 22  # more rows than the first frame lays out
+    assert len(ids) > 900 // 25  # more rows than the first frame lays out
     page.wait_for_function(f"document.querySelectorAll('#board tbody tr').length === {len(ids)}")
     assert page.eval_on_selector_all("#board tbody tr", "rows => rows.map((r) => r.dataset.id)") == ids
     assert page.locator("#more").is_visible() == bool(expected["next_cursor"])
