@@ -271,6 +271,13 @@ def test_the_list_ends_up_with_the_whole_first_page_in_order(page: Any, api: Api
     assert page.locator("#more").is_visible() == bool(expected["next_cursor"])
 
 
+def test_the_date_filters_become_date_and_time_inputs(page: Any) -> None:
+    # Text boxes in the page's HTML (their widgets are costly to build while it is parsed),
+    # date-and-time inputs once the first screen is painted.
+    assert page.eval_on_selector_all("#f-since, #f-until", "inputs => inputs.map((i) => i.type)") == [
+        "datetime-local", "datetime-local"]
+
+
 def test_the_map_shows_the_districts_when_no_tile_loads(page: Any, engine: Engine) -> None:
     # This machine has no network: no tile loads, and the districts are the map.
     with Session(engine) as session:
