@@ -95,10 +95,10 @@ function fetchList(reset) {
   return first || api.get("/api/dispatch/board", { ...state.filters, limit: 100, cursor: reset ? undefined : state.cursor });
 }
 
-function showList(page, reset) {
+function showList(page, reset, { first = false } = {}) {
   state.items = reset ? page.items : state.items.concat(page.items);
   state.cursor = page.next_cursor;
-  renderList();
+  renderList({ first });
   performance.mark("list-shown");
 }
 
@@ -119,18 +119,43 @@ function dueText(iso) {
 
 // The rows as one piece of HTML (clicks and ticks are handled on the table: see main); a
 // hundred rows built node by node cost the first screen tens of milliseconds.
-function renderList() {
-  $("board").tBodies[0].innerHTML = state.items.map((item) => {
-    const classes = [state.selected.has(item.id) ? "selected" : "", state.current === item.id ? "current" : "",
-      item.emergency ? "emergency" : "", item.overdue ? "overdue" : ""].join(" ").trim();
-    const due = item.sla_due_at ? dueText(item.sla_due_at) : "—";
-    return `<tr data-id="${item.id}" class="${classes}" draggable="true">`
-      + `<td><input type="checkbox" aria-label="${esc(i18n.t("list.select.one", { number: item.number }))}"${state.selected.has(item.id) ? " checked" : ""}></td>`
-      + `<td><a href="#wo-${item.id}">${esc(item.number)}</a></td><td>${esc(item.service_name)}</td>`
-      + `<td>${esc(item.status_label)}</td><td class="num">${esc(item.priority)}</td>`
-      + `<td>${esc(due)}</td><td>${esc(item.crew_name || "—")}</td></tr>`;
-  }).join("");
-  $("more").hidden = !state.cursor;
+function rowHtml(item) {
+  const classes = [state.selected.has(item.id) ? "selected" : "", state.current === item.id ? "current" : "",
+    item.emergency ? "emergency" : "", item.overdue ? "overdue" : ""].join(" ").trim();
+  const due = item.sla_due_at ? dueText(item.sla_due_at) : "—";
+  return `<tr data-id="${item.id}" class="${classes}" draggable="true">`
+    + `<td><input type="checkbox" aria-label="${esc(i18n.t("list.select.one", { number: item.number }))}"${state.selected.has(item.id) ? " checked" : ""}></td>`
+    + `<td><a href="#wo-${item.id}">${esc(item.number)}</a></td><td>${esc(item.service_name)}</td>`
+    + `<td>${esc(item.status_label)}</td><td class="num">${esc(item.priority)}</td>`
+    + `<td>${esc(due)}</td><td>${esc(item.crew_name || "—")}</td></tr>`;
+}
+
+// No row is shorter (13 px text at 1.4 lines, its padding and border: ~25.7 px), so this many
+// rows fill more than the window's height.
+const ROW_MIN_PX = 25;
+let rendering = 0; // which render the rows still to come belong to
+
+/** Show state.items. With `first`, only the rows a window's height can show are laid out
+ * before the first frame (each row costs the first layout ~0.2 ms); the rest follow, in
+ * order, right after that frame is painted. */
+function renderList({ first = false } = {}) {
+  const body = $("board").tBodies[0];
+  const render = ++rendering;
+  const now = first ? Math.min(state.items.length, Math.ceil(window.innerHeight / ROW_MIN_PX)) : state.items.length;
+  body.innerHTML = state.items.slice(0, now).map(rowHtml).join("");
+  const rest = () => {
+    if (render !== rendering) return; // a newer render has replaced these rows
+    if (now < state.items.length) body.insertAdjacentHTML("beforeend", state.items.slice(now).map(rowHtml).join(""));
+    $("more").hidden = !state.cursor;
+  };
+  if (now < state.items.length) afterPaint().then(rest);
+  else rest();
+}
+
+/** Resolves once the next frame has been painted (a task queued from that frame's
+ * requestAnimationFrame runs after its paint). */
+function afterPaint() {
+  return new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
 }
 
 const DRAGGED = "application/x-fieldwork-work-orders";
@@ -290,7 +315,7 @@ async function start() {
   // map (its size read once the list is in) with its jobs; one layout, one paint.
   state.filters = readFilters();
   const [data, page] = await Promise.all([fetchMap(), fetchList(true)]);
-  showList(page, true);
+  showList(page, true, { first: true });
   map = new WorkMap($("map"), {
     onOpen: openOrder,
     onBox: (ids) => {
@@ -308,8 +333,13 @@ async function start() {
   if (data) showMap(data);
   window.fieldworkDispatch = { map: map.map, mapView: map, state }; // for the browser tests and the curious
   performance.mark("first-screen");
-  // Then the filters' choices, the panel and the district outlines.
-  // The side panel and the live stream are not on the first screen: their code loads after it.
+  // Then, once that frame is painted, the filters' choices, the panel and the district
+  // outlines. The side panel and the live stream are not on the first screen: their code
+  // loads after it.
+  await afterPaint();
+  // The date filters' date-and-time widgets too: built while the page's HTML is parsed, they
+  // took more than half of that parse (and their own layout) on the first screen.
+  for (const input of document.querySelectorAll("#filters input[data-type]")) input.type = input.dataset.type;
   const [{ Panels }, { connectLive }] = await Promise.all([import("/dispatch/panels.js"), import("/dispatch/live.js"), fillLookups()]);
   panels = new Panels({ api, i18n, el, map, state, openOrder, refresh, flash, showError, loadAllows, assignMany, dragged: DRAGGED });
   panelsLoaded();

@@ -260,6 +260,24 @@ def test_every_way_of_assigning_warns_before_overloading_a_crew(page: Any, engin
     assert crew_of(engine, two.id) == seed.crew_a  # type: ignore[arg-type]
 
 
+def test_the_list_ends_up_with_the_whole_first_page_in_order(page: Any, api: Api) -> None:
+    # The first frame lays out only the rows a window's height can show; the rest of the page
+    # follows right after it, so in the end the list is the board's first page, in order.
+    expected = api.get("dispatcher", "/api/dispatch/board", open_only="true", limit=100).json()
+    ids = [str(item["id"]) for item in expected["items"]]
+    assert len(ids) > 900 // 25  # more rows than the first frame lays out
+    page.wait_for_function(f"document.querySelectorAll('#board tbody tr').length === {len(ids)}")
+    assert page.eval_on_selector_all("#board tbody tr", "rows => rows.map((r) => r.dataset.id)") == ids
+    assert page.locator("#more").is_visible() == bool(expected["next_cursor"])
+
+
+def test_the_date_filters_become_date_and_time_inputs(page: Any) -> None:
+    # Text boxes in the page's HTML (their widgets are costly to build while it is parsed),
+    # date-and-time inputs once the first screen is painted.
+    assert page.eval_on_selector_all("#f-since, #f-until", "inputs => inputs.map((i) => i.type)") == [
+        "datetime-local", "datetime-local"]
+
+
 def test_the_map_shows_the_districts_when_no_tile_loads(page: Any, engine: Engine) -> None:
     # This machine has no network: no tile loads, and the districts are the map.
     with Session(engine) as session:
