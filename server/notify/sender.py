@@ -98,6 +98,7 @@ class SendStats:
 class _Job:
     id: int
     endpoint: str
+    origin: str  # the push service's (`audience`): its VAPID token, its 429 pause
     endpoint_hash: str
     p256dh: str
     auth: str
@@ -295,12 +296,12 @@ class Sender:
         if isinstance(body, str):
             self.stats.failed += 1
             return _Result(job.id, "failed", error=body)
-        origin = audience(job.endpoint)
+        origin = job.origin
         paused = self._paused.get(origin)
         if paused is not None and paused > time.monotonic():
             self.stats.deferred += 1
             return _Result(job.id, "deferred", next_attempt_at=utcnow() + timedelta(seconds=paused - time.monotonic()))
-        headers = dict(signer.headers(job.endpoint))
+        headers = dict(signer.for_audience(origin))
         headers["Urgency"] = job.urgency
         headers["Content-Type"] = "application/octet-stream"
         if job.topic:
@@ -385,7 +386,7 @@ class Sender:
             ).all()
         self.stats.claimed += len(rows)
         return [
-            _Job(id=r[0], endpoint=r[1], endpoint_hash=r[2], p256dh=r[3], auth=r[4], payload=encode_payload(r[5]),
+            _Job(id=r[0], endpoint=r[1], origin=audience(r[1]), endpoint_hash=r[2], p256dh=r[3], auth=r[4], payload=encode_payload(r[5]),
                  urgency=r[6], ttl=int(r[7]), topic=_topic(r[5]), attempts=int(r[8]))
             for r in rows
         ]
