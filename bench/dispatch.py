@@ -16,7 +16,9 @@ against the same rows read with one bare SQL query and encoded with msgspec, in 
    (what a server with no framework, no auth and no pool would do), `--seconds` each;
 4. the first screen in Chromium: sign-in token set, `/dispatch/` until markers are drawn and
    the list is filled, against a static page of the same bytes served from disk by the same
-   kind of server (plain static files), median of `--screens` loads each.
+   kind of server (plain static files), median of `--screens` loads each, the two pages
+   loaded in turns (and each pair's own ratio shown), so that the machine's load moving
+   during the run weighs on both alike.
 
     .venv/bin/python bench/dispatch.py [--db sqlite|postgres|both] [--orders 100000]
                                        [--clients 50] [--seconds 10] [--screens 5]
@@ -281,13 +283,67 @@ FIRST_SCREEN_PROBE = """(() => {
 })();"""
 
 
-def first_screen(port: int, token: str, loads: int, folder: Path, args_verbose: bool = False) -> tuple[float, float, int]:
+def first_screen(port: int, token: str, loads: int, folder: Path, args_verbose: bool = False
+                 ) -> tuple[float, float, int, list[float]]:
     """Median ms until the console's markers are drawn and its list filled, and the same for
-    a static page of the same bytes from plain static files; and the bytes."""
+    a static page of the same bytes from plain static files; the bytes; and each pair's ratio.
+
+    The two pages are loaded in turns (console, static, console, …), so that a change in the
+    machine's load weighs on both alike; the first console load (it warms the server's caches
+    and gives the byte count) is not counted."""
     import http.server
     import socketserver
 
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Browser, sync_playwright
+
+    def console_load(browser: Browser, n: int) -> tuple[float, int]:
+        context = browser.new_context(viewport={"width": 1500, "height": 900})
+        context.add_init_script(f"sessionStorage.setItem('fieldwork.dispatch.token', {msgspec.json.encode(token).decode()})")
+        page = context.new_page()
+        sizes: list[int] = []
+
+        def count(request: Any) -> None:
+            with contextlib.suppress(Exception):  # a late request of a closed page: not counted
+                sizes.append(request.sizes()["responseBodySize"])
+
+        page.on("requestfinished", count)
+        # The page itself notes the first frame with the markers drawn (the map's canvas sets
+        # data-drawn once it has drawn them) and the list filled, and says so on its console:
+        # Playwright's polling (wait_for_function, evaluate) would run its own scripts on the
+        # page's main thread while it loads, which the static page does not pay.
+        noted: list[float] = []
+        page.on("console", lambda message: noted.append(float(message.text.split()[1]))
+                if message.text.startswith("fieldwork-first-screen ") else None)
+        page.add_init_script(FIRST_SCREEN_PROBE)
+        page.goto(f"http://127.0.0.1:{port}/dispatch/")
+        deadline = time.monotonic() + 120
+        while not noted:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the console's first screen did not appear in 120 s")
+            page.wait_for_timeout(50)
+        if n == 1:
+            marks = page.evaluate("performance.getEntriesByType('mark').map(m => m.name + ' ' + Math.round(m.startTime))")
+            print(f"    (one console load: {', '.join(marks)}, first screen {noted[0]:.0f} ms)")
+            if args_verbose:
+                for entry in page.evaluate("performance.getEntriesByType('resource').map(e => [e.name.split('/').slice(-2).join('/'), Math.round(e.startTime), Math.round(e.responseStart), Math.round(e.responseEnd)])"):
+                    print("     ", *entry)
+        page.wait_for_timeout(300)
+        context.close()
+        return noted[0], sum(sizes)
+
+    def static_load(browser: Browser, static_port: int) -> float:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{static_port}/index.html")
+        elapsed = float(page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd"))
+        page.close()
+        return elapsed
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(folder / "static"), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
 
     console_times: list[float] = []
     static_times: list[float] = []
@@ -297,69 +353,21 @@ def first_screen(port: int, token: str, loads: int, folder: Path, args_verbose: 
         # console's own included, and add a round trip through this script to each).
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP *.openstreetmap.org ~NOTFOUND"])
-        total_bytes = 0
-        for n in range(loads + 1):  # the first load warms the server's caches: not counted
-            context = browser.new_context(viewport={"width": 1500, "height": 900})
-            context.add_init_script(f"sessionStorage.setItem('fieldwork.dispatch.token', {msgspec.json.encode(token).decode()})")
-            page = context.new_page()
-            sizes: list[int] = []
-
-            def count(request: Any, sizes: list[int] = sizes) -> None:
-                with contextlib.suppress(Exception):  # a late request of a closed page: not counted
-                    sizes.append(request.sizes()["responseBodySize"])
-
-            page.on("requestfinished", count)
-            # The page itself notes the first frame with the markers drawn (the map's canvas sets
-            # data-drawn once it has drawn them) and the list filled, and says so on its console:
-            # Playwright's polling (wait_for_function, evaluate) would run its own scripts on the
-            # page's main thread while it loads, which the static page does not pay.
-            noted: list[float] = []
-            page.on("console", lambda message, noted=noted: noted.append(float(message.text.split()[1]))
-                    if message.text.startswith("fieldwork-first-screen ") else None)
-            page.add_init_script(FIRST_SCREEN_PROBE)
-            page.goto(f"http://127.0.0.1:{port}/dispatch/")
-            deadline = time.monotonic() + 120
-            while not noted:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the console's first screen did not appear in 120 s")
-                page.wait_for_timeout(50)
-            elapsed = noted[0]
-            if n:
-                console_times.append(float(elapsed))
-                marks = page.evaluate("performance.getEntriesByType('mark').map(m => m.name + ' ' + Math.round(m.startTime))")
-                if n == 1:
-                    print(f"    (one console load: {', '.join(marks)}, first screen {float(elapsed):.0f} ms)")
-                    if args_verbose:
-                        for entry in page.evaluate("performance.getEntriesByType('resource').map(e => [e.name.split('/').slice(-2).join('/'), Math.round(e.startTime), Math.round(e.responseStart), Math.round(e.responseEnd)])"):
-                            print("     ", *entry)
-            page.wait_for_timeout(300)
-            total_bytes = sum(sizes)
-            context.close()
+        _, total_bytes = console_load(browser, 0)
         # A static page of the same size: one HTML file with the bytes in a comment.
         (folder / "static").mkdir(exist_ok=True)
         (folder / "static" / "index.html").write_text(
             "<!doctype html><title>static</title><p id=done>ok</p><!--" + "x" * total_bytes + "-->")
-
-        class Quiet(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, directory=str(folder / "static"), **kwargs)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
         with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Quiet) as httpd:
             threading.Thread(target=httpd.serve_forever, daemon=True).start()
-            static_port = httpd.server_address[1]
-            for n in range(loads + 1):
-                page = browser.new_page()
-                page.goto(f"http://127.0.0.1:{static_port}/index.html")
-                elapsed = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
-                if n:
-                    static_times.append(float(elapsed))
-                page.close()
+            static_load(browser, httpd.server_address[1])  # its first load is not counted either
+            for n in range(1, loads + 1):
+                console_times.append(console_load(browser, n)[0])
+                static_times.append(static_load(browser, httpd.server_address[1]))
             httpd.shutdown()
         browser.close()
-    return statistics.median(console_times), statistics.median(static_times), total_bytes
+    ratios = [c / max(s, 1) for c, s in zip(console_times, static_times, strict=True)]
+    return statistics.median(console_times), statistics.median(static_times), total_bytes, ratios
 
 
 # -- a run --------------------------------------------------------------------------------------
@@ -430,10 +438,12 @@ def run(kind: str, args: argparse.Namespace, folder: Path) -> None:
             if not args.screen_only:
                 load_phases(server, url, seeded, some_open, args)
             if args.screens and not args.board_only:
-                console_ms, static_ms, size = first_screen(server.port, seeded["token"], args.screens, folder, args.verbose)
-                print(f"  first screen in Chromium (median of {args.screens}): console {console_ms:.0f} ms"
+                console_ms, static_ms, size, ratios = first_screen(server.port, seeded["token"], args.screens, folder,
+                                                                   args.verbose)
+                print(f"  first screen in Chromium (median of {args.screens}, loaded in turns): console {console_ms:.0f} ms"
                       f" (markers drawn, list filled), static page of the same {size / 1e6:.2f} MB {static_ms:.0f} ms"
-                      f" -> {console_ms / max(static_ms, 1):.1f}x (target <= 3x)")
+                      f" -> {console_ms / max(static_ms, 1):.1f}x (target <= 3x); pair by pair: median "
+                      f"{statistics.median(ratios):.1f}x, {', '.join(f'{r:.1f}' for r in ratios)}")
         finally:
             server.stop()
 
