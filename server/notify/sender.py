@@ -184,7 +184,8 @@ class Sender:
             self.close()
 
     async def drain(self, *, rounds: int | None = None) -> SendStats:
-        """Send everything due now (for `fieldwork worker --once`, tests and benchmarks)."""
+        """Send everything due now (for `fieldwork worker --once`, tests and benchmarks);
+        the encryption process stays for the next call until `close()`."""
         before = SendStats()
         before.add(self.stats)
         async with self._http() as http:
