@@ -24,7 +24,8 @@ The index is built in memory from the located cases whose point came from the ci
 or a person (a resident's lat/long, a dispatcher placing it), never from the geocoder's own
 guesses (`GEOCODED_KEY` in the case's attributes): a guess fed back in would come back as an
 "exact" address, surer than it ever was. It is kept per database; later calls read only the
-cases added since (by id), so a server pays the full build once.
+cases added since (by id), so a server pays the full build once, and, every few seconds, the
+cases it saw unlocated that a dispatcher has placed since (in any worker).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import math
 import re
 import statistics
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -299,26 +301,60 @@ def read_geocoded(attributes: dict[str, Any] | None) -> tuple[Method, float] | N
 
 # -- one index per database, read incrementally ---------------------------------------------------
 
-_INDEXES: dict[str, tuple[GeocodeIndex, int]] = {}  # database URL -> (index, last case id read)
+RECHECK_SECONDS = 5.0  # how often an index looks whether cases it saw unlocated were placed since
+
+
+@dataclass
+class _Cached:
+    """One database's index, and where its reading stopped."""
+
+    index: GeocodeIndex = field(default_factory=GeocodeIndex)
+    last_id: int = 0  # the last case read
+    # Cases with an address that were not on the map when read (the unlocated queue, a few
+    # hundred at most): a dispatcher may place one later, its id long read by then.
+    waiting: set[int] = field(default_factory=set)
+    checked_at: float = 0.0  # time.monotonic() of the last look at `waiting`
+
+
+_INDEXES: dict[str, _Cached] = {}  # database URL -> its index
 _LOCK = threading.Lock()
+_COLUMNS = (col(Case.id), col(Case.address), col(Case.lat), col(Case.lon), col(Case.attributes),
+            col(Case.location_state))
 
 
 def _index_for(session: Session) -> GeocodeIndex:
     key = str(session.get_bind().engine.url)
     with _LOCK:
-        index, last_id = _INDEXES.get(key, (GeocodeIndex(), 0))
-        rows = session.connection().execute(
-            sa_select(col(Case.id), col(Case.address), col(Case.lat), col(Case.lon), col(Case.attributes))
-            .where(col(Case.id) > last_id, col(Case.location_state) == "located", col(Case.lat).is_not(None),
-                   col(Case.address).is_not(None))
+        cached = _INDEXES.setdefault(key, _Cached())
+        connection = session.connection()
+        rows = connection.execute(
+            sa_select(*_COLUMNS).where(col(Case.id) > cached.last_id, col(Case.address).is_not(None))
             .order_by(col(Case.id))
         ).all()
-        for case_id, address, lat, lon, attributes in rows:
-            if not placed_by_guess(attributes):
-                index.add(address, lat, lon)
-            last_id = max(last_id, case_id or 0)
-        _INDEXES[key] = (index, last_id)
-        return index
+        for row in rows:
+            cached.last_id = max(cached.last_id, row[0] or 0)
+            if row[5] == "unlocated":
+                cached.waiting.add(row[0])
+            else:
+                _learn(cached.index, row)
+        if cached.waiting and time.monotonic() - cached.checked_at >= RECHECK_SECONDS:
+            cached.checked_at = time.monotonic()
+            ids = sorted(cached.waiting)
+            for start in range(0, len(ids), 500):
+                for row in connection.execute(
+                    sa_select(*_COLUMNS).where(col(Case.id).in_(ids[start : start + 500]),
+                                               col(Case.location_state) != "unlocated")
+                ).all():
+                    cached.waiting.discard(row[0])
+                    _learn(cached.index, row)
+        return cached.index
+
+
+def _learn(index: GeocodeIndex, row: Any) -> None:
+    """A case's address and point, if the point came from the city or a person."""
+    _case_id, address, lat, lon, attributes, state = row
+    if state == "located" and lat is not None and lon is not None and not placed_by_guess(attributes):
+        index.add(address, lat, lon)
 
 
 def suggest_position(session: Session, address: str) -> Suggestion | None:

@@ -12,12 +12,16 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from server.db import write_session
+from server.intake import geocode
 from server.intake.formats import read_batches
 from server.intake.geocode import GeocodeIndex, metres_between, parse_address, suggest_position
 from server.intake.importer import import_file
+from server.intake.pipeline import Pipeline
 from server.intake.records import IncomingCase
 from server.models import Case
-from server.settings import IntakeSettings
+from server.open311.service import submit_request
+from server.settings import IntakeSettings, Settings
 from tests.conftest import DATA, load_city_areas
 
 LA_2018 = DATA / "la/records/la_myla311_2018-01-01_2018-01-04.csv.gz"
@@ -123,3 +127,33 @@ def test_hidden_coordinates_are_found_again_within_tens_of_metres() -> None:
     assert statistics.median(errors) < 30
     assert sorted(errors)[int(0.9 * len(errors))] < 150
 
+
+
+def test_a_case_a_dispatcher_places_teaches_the_index(
+    engine: Engine, settings: Settings, located: list[tuple[str, float, float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index reads new cases by id; a case read while unlocated and placed later by a
+    dispatcher (its id long read) is picked up at the next look at the waiting ones."""
+    monkeypatch.setattr(geocode, "RECHECK_SECONDS", 0.0)
+    address = "7 Fieldwork Test Way, 90012"
+    with Session(engine) as session:
+        assert suggest_position(session, address) is None  # the index is built, past every case
+    with write_session(engine) as session:
+        report = submit_request(session, form={"service_code": "bulky-items", "address_string": address,
+                                               "description": "A sofa on the pavement"},
+                                settings=settings, source="web", channel="web", actor="test resident")
+        # A report after it, with a point: the index reads it, and its cursor passes both.
+        submit_request(session, form={"service_code": "bulky-items", "lat": "34.0407", "long": "-118.2468",
+                                      "address_string": "12 Elsewhere St, 90013", "description": "A fridge"},
+                       settings=settings, source="web", channel="web", actor="test resident")
+    with Session(engine) as session:
+        assert suggest_position(session, address) is None  # read now, while it waits for a dispatcher
+        assert suggest_position(session, "12 Elsewhere St") is not None
+        case = session.get(Case, report.case_id)
+        assert case is not None and case.location_state == "unlocated"
+    with write_session(engine) as session:
+        Pipeline().place(session, report.case_id, lat=34.0522, lon=-118.2437, actor="dispatcher:test", actor_user_id=None)
+    with Session(engine) as session:
+        suggestion = suggest_position(session, "7 FIELDWORK TEST WAY")
+    assert suggestion is not None and suggestion.method == "exact"
+    assert metres_between(suggestion.lat, suggestion.lon, 34.0522, -118.2437) < 1
