@@ -100,7 +100,7 @@ class PushSettings:
     run_sender: bool = True  # inside `fieldwork serve`; `fieldwork worker` runs one on its own
     poll_seconds: float = 2.0  # how often a sender looks for due notices when nobody woke it
     batch_size: int = 500  # rows claimed at once
-    concurrency: int = 64  # POSTs in flight at once (also the most a hard kill can leave unknown)
+    concurrency: int = 128  # POSTs in flight at once (also the most a hard kill can leave unknown)
     # Processes of each sender that encrypt large claims beside its event loop (0: on the loop).
     encryption_processes: int = 1
     lease_seconds: float = 60.0  # a claim not finished by then goes back to the queue
@@ -252,6 +252,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         retry_base_seconds=float(get("FIELDWORK_PUSH_RETRY_BASE_SECONDS") or push_defaults.retry_base_seconds),
         encryption_processes=_int(env, "FIELDWORK_PUSH_ENCRYPTION_PROCESSES", push_defaults.encryption_processes,
                                   low=0, high=64),
+        concurrency=_int(env, "FIELDWORK_PUSH_CONCURRENCY", push_defaults.concurrency, low=2, high=1024),
     )
     resident_defaults = ResidentSettings()
     resident = ResidentSettings(

@@ -14,7 +14,9 @@ One `Sender` runs inside every `fieldwork serve` worker (a lifespan task) and in
    (only rows still ours are sent) in one transaction with the results that came back
    meanwhile, while the rest are in flight, and its POSTs leave at once. So a hard kill
    leaves at most `concurrency` notices unknown (those in flight), and nothing claimed by
-   a sender that died is sent twice.
+   a sender that died is sent twice;
+4. while a full claim's last chunks are in flight, claim again (steps 1 and 2), so that a
+   large wave flows through without a pause between claims.
 
 The sender's own transactions skip PostgreSQL's wait for the disk flush
 (`synchronous_commit = off`, as SQLite's WAL with `synchronous=NORMAL` does for every
@@ -73,6 +75,7 @@ _S = PushSubscription.__table__  # type: ignore[attr-defined]
 MAX_BACKOFF_SECONDS = 1800.0
 MAX_RETRY_AFTER_SECONDS = 3600.0
 DEFAULT_RETRY_AFTER_SECONDS = 60.0
+PREFETCH_CHUNKS = 2  # the next claim is made when this many chunks of the current one are left to start
 
 
 @dataclass(slots=True)
@@ -117,6 +120,26 @@ class _Result:
     error: str | None = None
     next_attempt_at: datetime | None = None
     endpoint_hash: str | None = None
+
+
+_Claim = tuple[VapidSigner, list[_Job]]
+
+# The statements every chunk runs, built once: SQLAlchemy then reuses their cache keys and
+# compiled forms instead of building and hashing a new statement per chunk.
+_MARK_SENT = (
+    update(_N)
+    .where(_N.c.id.in_(bindparam("b_ids", expanding=True)), _N.c.claimed_by == bindparam("b_me"),
+           _N.c.state.in_(("sending", "claimed")))
+    .values(state="sent", sent_at=bindparam("b_now", type_=_N.c.sent_at.type), attempts=_N.c.attempts + 1,
+            last_status=bindparam("b_status", type_=_N.c.last_status.type), lease_until=None)
+)
+_START = (
+    update(_N)
+    .where(_N.c.id.in_(bindparam("b_ids", expanding=True)), _N.c.claimed_by == bindparam("b_me"),
+           _N.c.state == "claimed")
+    .values(state="sending", lease_until=bindparam("b_lease", type_=_N.c.lease_until.type))
+    .returning(_N.c.id)
+)
 
 
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float:
@@ -221,30 +244,25 @@ class Sender:
         return max(self.settings.concurrency // 2, 1)
 
     async def round(self, http: aiohttp.ClientSession, *, stop: asyncio.Event | None = None) -> bool:
-        """Claim one batch and send it; False when nothing was due.
+        """Claim due rows and send them, claim after claim while claims come back full;
+        False when nothing was due.
 
         POSTs flow continuously, up to `concurrency` in flight. When a chunk's worth of
         them has come back, the next chunk is marked `sending` (with the results that came
         back meanwhile) while the others are still in flight, and starts at once: a row is
-        never marked `sending` long before its POST leaves.
+        never marked `sending` long before its POST leaves. The next claim is made while
+        the current one's last chunks are in flight, so the push service never waits for
+        the claim, and the pipeline is not drained between claims.
         """
-        signer = await self._load_signer()
-        if signer is None:
+        claim = await self._next_claim()
+        if claim is None:
             return False
-        jobs = await anyio.to_thread.run_sync(self._claim)
-        if not jobs:
-            return False
-        chunks = [jobs[i : i + self.chunk] for i in range(0, len(jobs), self.chunk)]
-        plain = [[Plain(j.endpoint, j.p256dh, j.auth, j.payload) for j in chunk] for chunk in chunks]
-        # A large claim is encrypted in the other process, every chunk queued at once, so
-        # that the next chunk's bodies are ready when its turn comes.
-        sealing = self._encryptor.ahead(plain)
-        self.stats.encrypted_aside += len(jobs) if sealing else 0
         results: list[_Result] = []
         gate = asyncio.Semaphore(max(self.settings.concurrency, 1))
         in_flight: set[asyncio.Task[None]] = set()
+        ahead: asyncio.Future[_Claim | None] | None = None
 
-        async def send(job: _Job, body: bytes | str) -> None:
+        async def send(signer: VapidSigner, job: _Job, body: bytes | str) -> None:
             try:
                 result = await self._send(http, signer, job, body)
                 results.append(result)  # the list of now: the one before may be in the database already
@@ -252,35 +270,80 @@ class Sender:
                 gate.release()
 
         try:
-            for index, chunk in enumerate(chunks):
-                for _ in chunk:  # room for the whole chunk first
-                    await gate.acquire()
-                if stop is not None and stop.is_set():
-                    await asyncio.gather(*in_flight)
-                    await anyio.to_thread.run_sync(self._finish, results, [j.id for c in chunks[index:] for j in c])
-                    return False
-                bodies = (await self._encryptor.bodies(sealing[index], plain[index]) if sealing
-                          else encrypt_bodies(plain[index]))
-                done, results = results, []
-                started = await anyio.to_thread.run_sync(self._record_and_start, done, [job.id for job in chunk])
-                for job, body in zip(chunk, bodies, strict=True):
-                    if job.id not in started:
-                        self.stats.lost_claims += 1
-                        gate.release()
-                        continue
-                    task = asyncio.create_task(send(job, body))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
+            while claim is not None:
+                signer, jobs = claim
+                chunks = [jobs[i : i + self.chunk] for i in range(0, len(jobs), self.chunk)]
+                plain = [[Plain(j.endpoint, j.p256dh, j.auth, j.payload) for j in chunk] for chunk in chunks]
+                # A large claim is encrypted in the other process, every chunk queued at
+                # once, so that the next chunk's bodies are ready when its turn comes.
+                sealing = self._encryptor.ahead(plain)
+                self.stats.encrypted_aside += len(jobs) if sealing else 0
+                try:
+                    for index, chunk in enumerate(chunks):
+                        for _ in chunk:  # room for the whole chunk first
+                            await gate.acquire()
+                        if stop is not None and stop.is_set():
+                            unsent = [j.id for c in chunks[index:] for j in c]
+                            await self._stop(in_flight, results, unsent, ahead)
+                            ahead = None
+                            return False
+                        if ahead is None and len(jobs) >= self.settings.batch_size \
+                                and index >= len(chunks) - PREFETCH_CHUNKS:
+                            ahead = asyncio.ensure_future(self._next_claim())
+                        bodies = (await self._encryptor.bodies(sealing[index], plain[index]) if sealing
+                                  else encrypt_bodies(plain[index]))
+                        done, results = results, []
+                        started = await anyio.to_thread.run_sync(self._record_and_start, done, [j.id for j in chunk])
+                        for job, body in zip(chunk, bodies, strict=True):
+                            if job.id not in started:
+                                self.stats.lost_claims += 1
+                                gate.release()
+                                continue
+                            task = asyncio.create_task(send(signer, job, body))
+                            in_flight.add(task)
+                            task.add_done_callback(in_flight.discard)
+                finally:
+                    for future in sealing:
+                        future.cancel()
+                claim, ahead = (await ahead if ahead is not None else None), None
         finally:
-            for future in sealing:
-                future.cancel()
+            if ahead is not None:  # an error stopped the round after the next claim was made
+                await self._hand_back(ahead)
         await asyncio.gather(*in_flight)
         await anyio.to_thread.run_sync(self._finish, results, [])
         return True
 
+    async def _next_claim(self) -> _Claim | None:
+        """The signer in use and the rows claimed with it; None when nothing is due (or
+        there is no key pair to sign with)."""
+        signer = await self._load_signer()
+        if signer is None:
+            return None
+        jobs = await anyio.to_thread.run_sync(self._claim)
+        return (signer, jobs) if jobs else None
+
+    async def _stop(self, in_flight: set[asyncio.Task[None]], results: list[_Result], unsent: list[int],
+                    ahead: asyncio.Future[_Claim | None] | None) -> None:
+        """Stopping mid-round: let the POSTs in flight finish, record them, and hand back
+        every row claimed but not started (the next claim's too)."""
+        await asyncio.gather(*in_flight)
+        if ahead is not None:
+            claim = await ahead
+            unsent += [job.id for job in claim[1]] if claim is not None else []
+        await anyio.to_thread.run_sync(self._finish, results, unsent)
+
+    async def _hand_back(self, ahead: asyncio.Future[_Claim | None]) -> None:
+        """A round failed after it made the next claim: give those rows back at once."""
+        try:
+            claim = await ahead
+            if claim is not None:
+                await anyio.to_thread.run_sync(self._finish, [], [job.id for job in claim[1]])
+        except Exception:  # the rows go back to the queue when their lease runs out
+            log.exception("could not hand back the next claim after a failed round")
+
     async def _load_signer(self) -> VapidSigner | None:
-        """The signer for the key pair in use (re-read each round: `fieldwork vapid --rotate`
-        takes effect without a restart)."""
+        """The signer for the key pair in use (re-read at each claim: `fieldwork vapid
+        --rotate` takes effect without a restart)."""
         identity = await anyio.to_thread.run_sync(self._identity)
         if identity is None:
             self._signer = None
@@ -426,11 +489,9 @@ class Sender:
             self._record(session, results, now)
             if not ids:
                 return set()
-            started = session.connection().execute(
-                update(_N).where(_N.c.id.in_(list(ids)), _N.c.claimed_by == self.name, _N.c.state == "claimed")
-                .values(state="sending", lease_until=now + timedelta(seconds=self.settings.lease_seconds))
-                .returning(_N.c.id)
-            ).scalars().all()
+            started = session.connection().execute(_START, {
+                "b_ids": list(ids), "b_me": self.name, "b_lease": now + timedelta(seconds=self.settings.lease_seconds),
+            }).scalars().all()
         return set(started)
 
     def _finish(self, results: Sequence[_Result], unsent: Sequence[int]) -> None:
@@ -460,12 +521,7 @@ class Sender:
             for result in sent:
                 by_status.setdefault(result.status, []).append(result.id)
             for status, ids in by_status.items():
-                connection.execute(
-                    update(_N).where(_N.c.id.in_(ids), _N.c.claimed_by == self.name,
-                                     _N.c.state.in_(("sending", "claimed")))
-                    .values(state="sent", sent_at=now, attempts=_N.c.attempts + 1, last_status=status,
-                            lease_until=None)
-                )
+                connection.execute(_MARK_SENT, {"b_ids": ids, "b_me": self.name, "b_now": now, "b_status": status})
         for state, attempt in (("retry", 1), ("deferred", 0)):
             if rows := by_state.get(state):
                 connection.execute(

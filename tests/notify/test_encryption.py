@@ -121,3 +121,11 @@ def test_the_setting_names_a_bad_value() -> None:
         settings_from_env({"FIELDWORK_PUSH_ENCRYPTION_PROCESSES": "-1"})
     assert settings_from_env({"FIELDWORK_PUSH_ENCRYPTION_PROCESSES": "0"}).push.encryption_processes == 0
     assert settings_from_env({}).push.encryption_processes == 1
+
+
+def test_the_concurrency_setting_names_a_bad_value() -> None:
+    for bad in ("many", "1", "5000"):
+        with pytest.raises(ValueError, match="FIELDWORK_PUSH_CONCURRENCY"):
+            settings_from_env({"FIELDWORK_PUSH_CONCURRENCY": bad})
+    assert settings_from_env({"FIELDWORK_PUSH_CONCURRENCY": "256"}).push.concurrency == 256
+    assert settings_from_env({}).push.concurrency == 128

@@ -76,7 +76,7 @@ def test_a_sender_killed_mid_batch_sends_nothing_twice(
     # The first wave of POSTs is answered; every later one is taken and held unanswered, so
     # the sender fills its `concurrency` slots and can mark nothing more `sending`.
     with PushService(expected_key=identity.public_key, hold_after=concurrency) as push:
-        phones = [push.subscriber() for _ in range(240)]
+        phones = [push.subscriber() for _ in range(4 * concurrency)]
         queue_many(engine, phones)
         first = start_worker(settings, tmp_path / "worker.log", "first")
         workers.append(first)
