@@ -127,15 +127,17 @@ class Encryptor:
                                              initializer=_follow_parent)
         return self._pool
 
-    async def bodies(self, future: asyncio.Future[list[bytes | str]], items: Sequence[Plain]) -> list[bytes | str]:
-        """The bodies `ahead` promised for `items`; if the process died, encrypted here instead."""
+    async def bodies(self, future: asyncio.Future[list[bytes | str]],
+                     items: Sequence[Plain]) -> tuple[list[bytes | str], bool]:
+        """The bodies `ahead` promised for `items`, and True; if the process died, the bodies
+        encrypted here instead, and False."""
         try:
-            return await future
+            return await future, True
         except BrokenProcessPool:
             if self._pool is not None:  # once per pool, not once per chunk queued on it
                 log.warning("the push encryption process stopped; this claim is encrypted on the event loop")
                 self.close()
-            return encrypt_bodies(items)
+            return encrypt_bodies(items), False
 
     def close(self) -> None:
         if self._pool is not None:

@@ -277,7 +277,6 @@ class Sender:
                 # A large claim is encrypted in the other process, every chunk queued at
                 # once, so that the next chunk's bodies are ready when its turn comes.
                 sealing = self._encryptor.ahead(plain)
-                self.stats.encrypted_aside += len(jobs) if sealing else 0
                 try:
                     for index, chunk in enumerate(chunks):
                         for _ in chunk:  # room for the whole chunk first
@@ -290,8 +289,9 @@ class Sender:
                         if ahead is None and len(jobs) >= self.settings.batch_size \
                                 and index >= len(chunks) - PREFETCH_CHUNKS:
                             ahead = asyncio.ensure_future(self._next_claim())
-                        bodies = (await self._encryptor.bodies(sealing[index], plain[index]) if sealing
-                                  else encrypt_bodies(plain[index]))
+                        bodies, aside = (await self._encryptor.bodies(sealing[index], plain[index]) if sealing
+                                         else (encrypt_bodies(plain[index]), False))
+                        self.stats.encrypted_aside += len(chunk) if aside else 0
                         done, results = results, []
                         started = await anyio.to_thread.run_sync(self._record_and_start, done, [j.id for j in chunk])
                         for job, body in zip(chunk, bodies, strict=True):

@@ -100,8 +100,12 @@ def test_bodies_from_the_other_process_are_what_the_browser_can_read() -> None:
     async def encrypt() -> list[bytes | str]:
         futures = encryptor.ahead([items[:5], items[5:]])
         assert len(futures) == 2
-        return [body for future, chunk in zip(futures, [items[:5], items[5:]], strict=True)
-                for body in await encryptor.bodies(future, chunk)]
+        found: list[bytes | str] = []
+        for future, chunk in zip(futures, [items[:5], items[5:]], strict=True):
+            bodies, aside = await encryptor.bodies(future, chunk)
+            assert aside
+            found += bodies
+        return found
 
     try:
         bodies = run_in_own_loop(encrypt())
@@ -112,6 +116,35 @@ def test_bodies_from_the_other_process_are_what_the_browser_can_read() -> None:
         assert isinstance(body, bytes)
         plain = decrypt_aes128gcm(body, ua_private=phone.private_key, auth_secret=phone.auth_secret)
         assert plain == f"notice {n}".encode()
+
+
+def test_a_process_that_dies_under_queued_chunks_leaves_them_to_the_loop() -> None:
+    sizes = [ASIDE_FROM, 800, 200]  # the process is still on the second chunk when it is killed
+    phones = [Subscriber(str(n), f"http://127.0.0.1:9/push/{n}", ec.generate_private_key(ec.SECP256R1()), os.urandom(16))
+              for n in range(sum(sizes))]
+    items = [Plain(p.endpoint, p.p256dh, b64url(p.auth_secret), f"notice {n}".encode()) for n, p in enumerate(phones)]
+    starts = [0, sizes[0], sizes[0] + sizes[1]]
+    chunks = [items[start : start + size] for start, size in zip(starts, sizes, strict=True)]
+    encryptor = Encryptor(1)
+
+    async def encrypt_while_it_dies() -> list[tuple[list[bytes | str], bool]]:
+        futures = encryptor.ahead(chunks)
+        first = await encryptor.bodies(futures[0], chunks[0])
+        pool = encryptor._pool
+        assert pool is not None
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        return [first] + [await encryptor.bodies(f, c) for f, c in zip(futures[1:], chunks[1:], strict=True)]
+
+    try:
+        results = run_in_own_loop(encrypt_while_it_dies())
+    finally:
+        encryptor.close()
+    assert [aside for _, aside in results] == [True, False, False]  # says where each chunk was encrypted
+    bodies = [body for chunk_bodies, _ in results for body in chunk_bodies]
+    for n, (phone, body) in enumerate(zip(phones, bodies, strict=True)):
+        assert isinstance(body, bytes)
+        assert decrypt_aes128gcm(body, ua_private=phone.private_key, auth_secret=phone.auth_secret) == f"notice {n}".encode()
 
 
 def test_the_setting_names_a_bad_value() -> None:
