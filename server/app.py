@@ -71,8 +71,10 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
             asyncio.create_task(Sender(engine, settings.push).run(stop_sender), name="push-sender")
             if settings.push.run_sender else None
         )
-        # The sync feed's compaction, done by whichever worker finds it due (server/housekeeping.py).
-        housekeeping = asyncio.create_task(run_housekeeping(engine, settings.sync, stop_sender), name="housekeeping")
+        # The sync feed's compaction and the push outbox's purge, done by whichever worker
+        # finds them due (server/housekeeping.py).
+        housekeeping = asyncio.create_task(run_housekeeping(engine, settings.sync, settings.push, stop_sender),
+                                           name="housekeeping")
         try:
             yield
         finally:

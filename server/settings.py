@@ -109,6 +109,9 @@ class PushSettings:
     retry_base_seconds: float = 10.0  # 5xx and network errors: 10 s, 20 s, 40 s … (capped at 30 min)
     resident_ttl_seconds: int = 4 * 24 * 3600  # a phone off for a long weekend still hears
     crew_ttl_seconds: int = 12 * 3600
+    # Finished notices (sent, failed, expired, unknown) older than this are deleted by the
+    # daily upkeep (server/housekeeping.py; 0: kept).
+    keep_days: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +256,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         encryption_processes=_int(env, "FIELDWORK_PUSH_ENCRYPTION_PROCESSES", push_defaults.encryption_processes,
                                   low=0, high=64),
         concurrency=_int(env, "FIELDWORK_PUSH_CONCURRENCY", push_defaults.concurrency, low=2, high=1024),
+        keep_days=_float(env, "FIELDWORK_PUSH_KEEP_DAYS", push_defaults.keep_days, low=0, high=3650),
     )
     resident_defaults = ResidentSettings()
     resident = ResidentSettings(

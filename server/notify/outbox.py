@@ -16,25 +16,33 @@ calls for every event it writes. It decides whether the event matters to someone
 and writes one `PushNotification` per (subscription, event); the sender does the rest. A
 subscriber is not told the same kind twice in a row (a job unassigned and assigned again
 is still "scheduled"). Imports never notify: a city export is history.
+
+`purge_finished` deletes notices that are done with (server/housekeeping.py runs it once a
+day): a resident's notices are not kept longer than their use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Engine, delete, insert, update
 from sqlmodel import Session, col, select
 
+from server.db import write_session
 from server.models import Case, PushNotification, PushSubscription, User, WorkOrder, WorkOrderEvent, utcnow
 from server.notify.messages import crew_payload, resident_payload
 from server.notify.wakeup import poke_after_commit
 from server.settings import PushSettings
 from server.status import Kind, Status, info
 
-__all__ = ["crew_job_assigned", "on_work_order_event", "resident_kind"]
+__all__ = ["FINISHED_STATES", "crew_job_assigned", "on_work_order_event", "purge_finished", "resident_kind"]
 
 _DEFAULTS = PushSettings()
+_N = PushNotification.__table__  # type: ignore[attr-defined]
+# What a sender will never touch again (server/notify/sender.py).
+FINISHED_STATES = ("sent", "failed", "expired", "unknown")
 _SCHEDULED_FROM = frozenset({Status.NEW, Status.ON_HOLD})
 _CLOSING = {
     Status.COMPLETED: "completed",
@@ -147,3 +155,22 @@ def _queue_crew(session: Session, order: WorkOrder, *, crew_id: int, event_uid: 
         rows.append(_row(subscription.id, event_uid, "assigned", payload,
                          urgency="high" if order.emergency else "normal", ttl=_DEFAULTS.crew_ttl_seconds, now=now))
     _write(session, rows)
+
+
+def purge_finished(engine: Engine, *, before: datetime, batch: int = 5000) -> int:
+    """Delete the finished notices queued before `before`; returns how many.
+
+    A batch per transaction, so that a first purge of a long history never holds SQLite's
+    one writer for long. Nothing is queued twice for lack of the row: a notice is queued
+    once, when its event is written, never again later.
+    """
+    total = 0
+    while True:
+        with write_session(engine) as session:
+            oldest = (select(_N.c.id).where(_N.c.state.in_(FINISHED_STATES), _N.c.created_at < before)
+                      .order_by(_N.c.id).limit(batch))
+            deleted = int(session.connection().execute(
+                delete(_N).where(_N.c.id.in_(oldest.scalar_subquery()))).rowcount or 0)
+        total += deleted
+        if deleted < batch:
+            return total
