@@ -11,7 +11,9 @@ The client's next request on that keep-alive connection never gets an answer.
 
 So, before any response starts, the rest of the request body is read and dropped (at most
 DRAIN_MAX_BYTES, for at most DRAIN_SECONDS): then the connection is in a clean state and
-carries the next request. A body too large or too slow to drop gets its answer with
+carries the next request. That includes errors raised by middleware further in (a rate
+limit's 429): Litestar's outermost exception handler answers those, past this middleware's
+`send`, so the body is read as the error passes through. A body too large or too slow to drop gets its answer with
 `Connection: close`, and the body is drained in the background until Hypercorn closes the
 connection, so nothing waits on a full queue.
 """
@@ -39,6 +41,7 @@ class BodyDrainMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         finished = False  # the whole body has been received, or the client is gone
+        started = False  # the response has started
 
         async def tracked_receive() -> ReceiveMessage:
             nonlocal finished
@@ -48,15 +51,30 @@ class BodyDrainMiddleware(ASGIMiddleware):
             return message
 
         async def send_after_body(message: Message) -> None:
-            if message["type"] == "http.response.start" and not finished and not await _drain(tracked_receive):
-                headers = [*message.get("headers", ()), (b"connection", b"close")]
-                message = {**message, "headers": headers}
-                task = asyncio.create_task(_drain_until_closed(tracked_receive))
-                _background.add(task)
-                task.add_done_callback(_background.discard)
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if not finished and not await _drain(tracked_receive):
+                    headers = [*message.get("headers", ()), (b"connection", b"close")]
+                    message = {**message, "headers": headers}
+                    _drain_in_background(tracked_receive)
             await send(message)
 
-        await next_app(scope, tracked_receive, send_after_body)
+        try:
+            await next_app(scope, tracked_receive, send_after_body)
+        except Exception:
+            # An error raised by a middleware further in (a rate limit's 429, say) is answered
+            # by Litestar's outermost exception handler, with the `send` it holds, not ours:
+            # read the body here before it does.
+            if not started and not finished and not await _drain(tracked_receive):
+                _drain_in_background(tracked_receive)
+            raise
+
+
+def _drain_in_background(receive: Receive) -> None:
+    task = asyncio.create_task(_drain_until_closed(receive))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def _drain(receive: Receive) -> bool:
