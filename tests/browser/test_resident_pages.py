@@ -254,12 +254,19 @@ def test_notify_me_then_the_fix_reaches_the_phone(
         "origin": world.server.url, "registrationId": registration["registrationId"],
         "data": json.dumps(fixed.payload),
     })
-    shown = page.wait_for_function("""async () => {
-        const registration = await navigator.serviceWorker.ready;
-        const [notice] = await registration.getNotifications();
-        return notice && {title: notice.title, body: notice.body, lang: notice.lang, tag: notice.tag,
-                          url: notice.data && notice.data.url};
-    }""", timeout=10000).json_value()
+    # Polled with `evaluate`, which awaits the promise: `wait_for_function` takes an async
+    # predicate's promise itself as its truthy answer, before any notice shows.
+    shown = None
+    deadline = time.monotonic() + 10
+    while shown is None and time.monotonic() < deadline:
+        shown = page.evaluate("""async () => {
+            const registration = await navigator.serviceWorker.ready;
+            const [notice] = await registration.getNotifications();
+            return notice ? {title: notice.title, body: notice.body, lang: notice.lang, tag: notice.tag,
+                             url: notice.data && notice.data.url} : null;
+        }""")
+        if shown is None:
+            page.wait_for_timeout(50)
     assert shown == {"title": fixed.payload["title"], "body": fixed.payload["body"], "lang": "es",
                      "tag": f"case-{reported.case_id}", "url": f"/track/{reported.token}?lang=es"}
 
