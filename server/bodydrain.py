@@ -13,9 +13,9 @@ So, before any response starts, the rest of the request body is read and dropped
 DRAIN_MAX_BYTES, for at most DRAIN_SECONDS): then the connection is in a clean state and
 carries the next request. That includes errors raised by middleware further in (a rate
 limit's 429): Litestar's outermost exception handler answers those, past this middleware's
-`send`, so the body is read as the error passes through. A body too large or too slow to drop gets its answer with
-`Connection: close`, and the body is drained in the background until Hypercorn closes the
-connection, so nothing waits on a full queue.
+`send`, so the body is read as the error passes through. A body too large or too slow to
+drop gets its answer with `Connection: close`, and the body is drained in the background
+until Hypercorn closes the connection, so nothing waits on a full queue.
 """
 
 from __future__ import annotations
